@@ -1,0 +1,1 @@
+"""Report templates (data): jinja2 files read by maillens.render."""
