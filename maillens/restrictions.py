@@ -1,0 +1,267 @@
+"""Restriction lists, and which configured restriction each logged reject came from.
+
+Two halves of one concern:
+
+* the model of a restriction list (``Restriction``, ``AccessMap``, the stage
+  vocabulary) that ``maillens.postconf`` builds from main.cf/master.cf;
+* ``RestrictionMatcher``: given a ``PostfixConfig``, it attributes every
+  ``reject`` / ``reject_warning`` event to one configured entry and tallies
+  hits, warnings, entries that never fired and rejects the configuration
+  cannot explain (the config changed since, or a map maillens cannot see).
+
+How an event finds its entry (the log names the restriction, not the list):
+
+1. the service, from the program name and master.cf ``syslog_name``
+   (``postfix/submission/smtpd`` → ``submission``);
+2. entries of that service with the same restriction name (and, for DNS
+   lists, the same zone); ``reject_warning`` prefers ``warn_if_reject``
+   entries, ``reject`` the others;
+3. the lists Postfix evaluates at the logged stage: with
+   ``smtpd_delay_reject = yes`` client/helo/sender checks run at RCPT TO;
+4. for restrictions whose reply names the list they ran in (``reject``,
+   ``reject_unauth_pipelining``, ``check_policy_service``...), the reply's
+   "Client host rejected" / "Sender address rejected" words pick the list;
+5. the first remaining entry in evaluation order, which is the one that fired
+   (Postfix stops at the first reject).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
+
+from maillens.rbl import ZONE_RESTRICTIONS, RblZone, parse_zone_spec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from maillens.postconf import PostfixConfig
+
+# --------------------------------------------------------------------------- restriction lists
+
+#: Restriction stages in the order Postfix evaluates them, and their parameters.
+STAGE_PARAMETERS: Mapping[str, str] = {
+    "client": "smtpd_client_restrictions",
+    "helo": "smtpd_helo_restrictions",
+    "sender": "smtpd_sender_restrictions",
+    "relay": "smtpd_relay_restrictions",
+    "recipient": "smtpd_recipient_restrictions",
+    "data": "smtpd_data_restrictions",
+    "end_of_data": "smtpd_end_of_data_restrictions",
+    "etrn": "smtpd_etrn_restrictions",
+}
+STAGES: tuple[str, ...] = tuple(STAGE_PARAMETERS)
+EVALUATION_ORDER: tuple[str, ...] = STAGES[:7]
+
+#: Restrictions whose next token is a lookup table.
+ACCESS_RESTRICTIONS: frozenset[str] = frozenset(
+    f"check_{what}_{kind}access"
+    for what in ("client", "reverse_client_hostname", "helo", "sender", "recipient")
+    for kind in ("", "a_", "mx_", "ns_")
+) | {"check_ccert_access", "check_sasl_access", "check_etrn_access"}
+
+#: What a bare ``type:table`` means in each list (Postfix's default access check).
+BARE_MAP_RESTRICTION: Mapping[str, str] = {
+    "client": "check_client_access",
+    "helo": "check_helo_access",
+    "sender": "check_sender_access",
+    "relay": "check_recipient_access",
+    "recipient": "check_recipient_access",
+}
+
+_ARGUMENT_RESTRICTIONS = (
+    ACCESS_RESTRICTIONS | (set(ZONE_RESTRICTIONS) - {"postscreen_dnsbl_sites"}) | {"check_policy_service"}
+)
+
+#: Table types that name a file (``mysql:/etc/postfix/x.cf`` names its config file).
+#: Old spellings Postfix still accepts → the names the log classifier uses.
+ALIASES: Mapping[str, str] = {
+    "reject_invalid_hostname": "reject_invalid_helo_hostname",
+    "reject_non_fqdn_hostname": "reject_non_fqdn_helo_hostname",
+    "reject_unknown_hostname": "reject_unknown_helo_hostname",
+    "reject_unknown_client": "reject_unknown_reverse_client_hostname",
+    "check_relay_domains": "reject_unauth_destination",
+}
+
+_NEVER_REJECT = frozenset({"dunno", "sleep", "warn_if_reject", "defer_if_reject"})
+
+_FILE_TYPES = frozenset(
+    "btree cdb cidr dbm hash lmdb pcre regexp sdbm texthash mysql pgsql ldap sqlite memcache socketmap".split()
+)
+
+
+@dataclass(frozen=True)
+class AccessMap:
+    """A lookup table named in the configuration: ``hash:/etc/postfix/access``.
+
+    ``path`` is the file behind it for file-backed types (after ``proxy:``),
+    else None; use ``PostfixConfig.locate(path)`` to find it on disk.
+    """
+
+    type: str
+    name: str
+    restriction: str
+    service: str | None = None
+    stage: str | None = None
+
+    @property
+    def spec(self) -> str:
+        return f"{self.type}:{self.name}"
+
+    @property
+    def path(self) -> str | None:
+        inner_type, _, inner = (self.type, "", self.name)
+        if inner_type == "proxy" and ":" in inner:
+            inner_type, _, inner = inner.partition(":")
+        return inner if inner_type in _FILE_TYPES and inner.startswith("/") else None
+
+    @classmethod
+    def from_spec(cls, spec: str, restriction: str, service: str | None, stage: str | None) -> AccessMap | None:
+        kind, sep, name = spec.partition(":")
+        if not sep or not kind or not re.fullmatch(r"[a-z0-9_]+", kind):
+            return None
+        return cls(kind, name, restriction, service, stage)
+
+
+@dataclass(frozen=True)
+class Restriction:
+    """One entry of a restriction list, where it sits, and what it points at.
+
+    ``name`` is the Postfix restriction name (a bare ``type:table`` becomes the
+    list's ``check_*_access``); ``argument`` the zone, table or policy service
+    as written; ``position`` counts from 1 within the list.  ``implicit``
+    entries are checks Postfix makes without being listed
+    (``smtpd_reject_unlisted_recipient``, ``message_size_limit``): their
+    ``parameter`` names the setting that enables them.
+    """
+
+    service: str | None
+    stage: str
+    position: int
+    name: str
+    argument: str | None = None
+    warn_only: bool = False
+    raw: str = ""
+    parameter: str = ""
+    explicit: bool = True
+    implicit: bool = False
+    zone: RblZone | None = None
+    map: AccessMap | None = None
+
+    @property
+    def can_reject(self) -> bool:
+        """False for entries that only ever accept or pass (``permit_*``, ``dunno``)."""
+        return not (self.name.startswith("permit") or self.name in _NEVER_REJECT)
+
+    @property
+    def key(self) -> tuple[str | None, str, int, bool]:
+        return (self.service, self.stage, self.position, self.implicit)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "service": self.service,
+            "stage": self.stage,
+            "position": self.position,
+            "restriction": self.name,
+            "argument": self.argument,
+            "warn_only": self.warn_only,
+            "implicit": self.implicit,
+            "parameter": self.parameter,
+        }
+
+
+def parse_restriction_list(
+    tokens: list[str],
+    *,
+    service: str | None,
+    stage: str,
+    parameter: str,
+    explicit: bool = True,
+    classes: Iterable[str] = (),
+) -> list[Restriction]:
+    """Tokens of one restriction list → ``Restriction`` entries in order."""
+    out: list[Restriction] = []
+    classes = set(classes)
+    i, warn = 0, False
+    while i < len(tokens):
+        token = tokens[i]
+        i += 1
+        if token == "warn_if_reject":
+            warn = True
+            continue
+        name, argument, raw = ALIASES.get(token, token), None, token
+        if token in _ARGUMENT_RESTRICTIONS and i < len(tokens):
+            argument = tokens[i]
+            raw = f"{token} {argument}"
+            i += 1
+        elif ":" in token and not token.startswith("{") and token not in classes:
+            name, argument = BARE_MAP_RESTRICTION.get(stage, token), token
+        zone = parse_zone_spec(argument, restriction=name) if name in ZONE_RESTRICTIONS and argument else None
+        amap = (
+            AccessMap.from_spec(argument, name, service, stage)
+            if argument and name in ACCESS_RESTRICTIONS
+            else None
+        )
+        if warn:
+            raw = f"warn_if_reject {raw}"
+        out.append(Restriction(service, stage, len(out) + 1, name, argument, warn, raw, parameter,
+                               explicit, False, zone, amap))
+        warn = False
+    return out
+
+
+
+
+def implicit_checks(cfg: PostfixConfig, service: str = "smtp") -> list[Restriction]:
+    """Checks smtpd makes without a list entry, as ``implicit`` restrictions.
+
+    ``smtpd_reject_unlisted_recipient`` (runs after the recipient list),
+    ``smtpd_reject_unlisted_sender``, ``message_size_limit`` (MAIL FROM
+    SIZE=) and ``smtpd_helo_required``: the log names them like listed
+    restrictions, so hits must have somewhere to land.
+    """
+    found: list[Restriction] = []
+
+    def add(stage: str, name: str, parameter: str) -> None:
+        position = len(cfg.restrictions(service, stage)) + 1
+        found.append(Restriction(service, stage, position, name, None, False, f"{parameter} = "
+                                 f"{cfg.parameter(parameter, service)}", parameter,
+                                 cfg.is_explicit(parameter, service), True))
+
+    if cfg.flag("smtpd_helo_required", service):
+        add("helo", "smtpd_helo_required", "smtpd_helo_required")
+    if cfg.flag("smtpd_reject_unlisted_sender", service):
+        add("sender", "reject_unlisted_sender", "smtpd_reject_unlisted_sender")
+    if (cfg.parameter("message_size_limit", service) or "0").strip() not in ("0", ""):
+        add("sender", "message_size_limit", "message_size_limit")
+    if cfg.flag("smtpd_reject_unlisted_recipient", service):
+        add("recipient", "reject_unlisted_recipient", "smtpd_reject_unlisted_recipient")
+    return found
+
+
+
+def evaluation_stages(stage: str, delay_reject: bool) -> tuple[str, ...]:
+    """Which restriction lists Postfix evaluates when a reject is logged at ``stage``.
+
+    ``stage`` is the log's word (CONNECT, EHLO/HELO, MAIL, RCPT, DATA,
+    END-OF-MESSAGE, ETRN, VRFY).  With ``smtpd_delay_reject = yes`` the
+    client, helo and sender lists run at RCPT TO, which is why nearly every
+    reject in a real log says RCPT.
+    """
+    s = stage.upper()
+    early = ("client", "helo", "sender")
+    if s == "CONNECT":
+        return ("client",)
+    if s in ("HELO", "EHLO"):
+        return ("helo",) if delay_reject else ("client", "helo")
+    if s == "MAIL":
+        return ("sender",) if delay_reject else ("client", "helo", "sender")
+    if s in ("RCPT", "VRFY"):
+        return (*early, "relay", "recipient") if delay_reject else ("relay", "recipient")
+    if s == "DATA":
+        return ("data",)
+    if s in ("END-OF-MESSAGE", "END-OF-DATA", "EOD"):
+        return ("end_of_data",)
+    if s == "ETRN":
+        return ("etrn",)
+    return EVALUATION_ORDER
