@@ -730,6 +730,21 @@ def load_from_postconf(postconf: str = "postconf") -> PostfixConfig:
                          config_dir=config_dir, warnings=warnings + more)
 
 
+def postfix_settings(section: Mapping[str, object]) -> dict[str, str | None]:
+    """Validate the ``[postfix]`` config section: ``config_dir`` and ``postconf`` (paths)."""
+    known = {"config_dir", "postconf"}
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise ConfigError(f"[postfix] has no setting {unknown[0]!r}; known: {', '.join(sorted(known))}")
+    out: dict[str, str | None] = {}
+    for key in sorted(known):
+        value = section.get(key)
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"[postfix] {key} must be a path string")
+        out[key] = value or None
+    return out
+
+
 def load_postfix_config(config_dir: Path | str | None = None, *, postconf: str | None = None) -> PostfixConfig:
     """The Postfix configuration maillens should reason about.
 

@@ -265,3 +265,184 @@ def evaluation_stages(stage: str, delay_reject: bool) -> tuple[str, ...]:
     if s == "ETRN":
         return ("etrn",)
     return EVALUATION_ORDER
+
+
+# --------------------------------------------------------------------------- matching log events
+
+#: Reply words → the list a generic restriction ran in (smtpd_check.c's reply classes).
+_REPLY_CLASS = re.compile(
+    r"\b(Client host|Helo command|Sender address|Recipient address|Data command|End-of-data|Etrn command)"
+    r" rejected\b"
+)
+_CLASS_STAGES: Mapping[str, tuple[str, ...]] = {
+    "Client host": ("client",),
+    "Helo command": ("helo",),
+    "Sender address": ("sender",),
+    "Recipient address": ("relay", "recipient"),
+    "Data command": ("data",),
+    "End-of-data": ("end_of_data",),
+    "Etrn command": ("etrn",),
+}
+
+#: Restrictions whose reply names the list they ran in rather than what they check.
+GENERIC_RESTRICTIONS = frozenset(
+    {"reject", "defer", "defer_if_permit", "reject_unauth_pipelining", "check_policy_service",
+     "reject_multi_recipient_bounce", "reject_plaintext_session"}
+)
+
+REJECT_KINDS = ("reject", "reject_warning")
+
+
+def _field(event: Any, name: str) -> Any:
+    """An event attribute, from an ``Event`` or a store row (dict)."""
+    if isinstance(event, Mapping):
+        return event.get(name)
+    return getattr(event, name, None)
+
+
+@dataclass
+class RestrictionStats:
+    """Hits of one configured entry: ``hits`` rejects, ``warnings`` reject_warnings."""
+
+    restriction: Restriction
+    hits: int = 0
+    warnings: int = 0
+    codes: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def status(self) -> str:
+        """``fired``, ``warn_only`` (ready to be made real), ``never_fired`` or ``accepts_only``."""
+        if not self.restriction.can_reject:
+            return "accepts_only"
+        if self.hits:
+            return "fired"
+        return "warn_only" if self.warnings else "never_fired"
+
+    def to_dict(self) -> dict[str, object]:
+        out = self.restriction.to_dict()
+        out.update({"hits": self.hits, "warnings": self.warnings, "status": self.status,
+                    "codes": dict(sorted(self.codes.items()))})
+        return out
+
+
+@dataclass
+class Unexplained:
+    """Rejects the configuration cannot account for, grouped by what the log says."""
+
+    program: str
+    kind: str
+    stage: str
+    restriction: str
+    rbl: str | None
+    why: str
+    count: int = 0
+    example: str = ""
+
+    def to_dict(self) -> dict[str, object]:
+        return {"program": self.program, "kind": self.kind, "stage": self.stage,
+                "restriction": self.restriction, "rbl": self.rbl, "why": self.why,
+                "count": self.count, "example": self.example}
+
+
+@dataclass
+class Effectiveness:
+    """What ``maillens restrictions`` shows: every configured entry with its hits."""
+
+    rows: list[RestrictionStats]
+    unexplained: list[Unexplained]
+    rejects: int = 0
+    warnings: int = 0
+
+    def by_status(self, status: str) -> list[RestrictionStats]:
+        return [r for r in self.rows if r.status == status]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "restrictions": [r.to_dict() for r in self.rows],
+            "never_fired": [r.to_dict() for r in self.by_status("never_fired")],
+            "warn_only": [r.to_dict() for r in self.by_status("warn_only")],
+            "unexplained": [u.to_dict() for u in self.unexplained],
+            "rejects": self.rejects,
+            "reject_warnings": self.warnings,
+        }
+
+
+class RestrictionMatcher:
+    """Attributes reject events to configured restriction entries (see the module docstring)."""
+
+    def __init__(self, config: PostfixConfig) -> None:
+        self.config = config
+        self._checks = {s.name: config.checks(s.name) for s in config.smtpd_services()}
+        self._delay = {name: config.delay_reject(name) for name in self._checks}
+        self._services: dict[str, str | None] = {}
+
+    def service_of(self, program: str | None) -> str | None:
+        key = program or ""
+        if key not in self._services:
+            self._services[key] = self.config.service_for_program(program)
+        return self._services[key]
+
+    def match(self, event: Any) -> tuple[Restriction | None, str]:
+        """(entry, "") or (None, why it cannot be explained)."""
+        program = _field(event, "program")
+        service = self.service_of(program)
+        if service is None:
+            return None, f"no smtpd service in master.cf logs as {program!r}"
+        name = _field(event, "restriction") or "unknown"
+        if name == "unknown":
+            return None, "the log line names no restriction maillens knows"
+        candidates = [r for r in self._checks.get(service, []) if r.name == name]
+        zone = (_field(event, "rbl") or "").lower().rstrip(".")
+        if name in ZONE_RESTRICTIONS and zone:
+            candidates = [r for r in candidates if r.zone is not None and r.zone.domain == zone]
+        if not candidates:
+            what = f"{name} {zone}".strip()
+            return None, f"{what} is not configured for service {service}"
+        warning = _field(event, "kind") == "reject_warning"
+        candidates = _prefer(candidates, lambda r: r.warn_only == warning)
+        stage = _field(event, "stage") or ""
+        allowed = evaluation_stages(stage, self._delay.get(service, True))
+        candidates = _prefer(candidates, lambda r: r.stage in allowed)
+        if name in GENERIC_RESTRICTIONS:
+            m = _REPLY_CLASS.search(_field(event, "reason") or _field(event, "raw") or "")
+            if m:
+                lists = _CLASS_STAGES[m.group(1)]
+                candidates = _prefer(candidates, lambda r: r.stage in lists)
+        return candidates[0], ""
+
+    def tally(self, events: Iterable[Any]) -> Effectiveness:
+        """Count hits per entry over ``events`` (non-reject events are skipped)."""
+        rows = {r.key: RestrictionStats(r) for checks in self._checks.values() for r in checks}
+        unexplained: dict[tuple[str, ...], Unexplained] = {}
+        rejects = warnings = 0
+        for event in events:
+            kind = _field(event, "kind")
+            if kind not in REJECT_KINDS:
+                continue
+            if kind == "reject":
+                rejects += 1
+            else:
+                warnings += 1
+            entry, why = self.match(event)
+            if entry is None:
+                key = tuple(str(_field(event, f) or "") for f in ("program", "kind", "stage", "restriction", "rbl"))
+                u = unexplained.setdefault(key, Unexplained(*key[:4], key[4] or None, why))  # type: ignore[arg-type]
+                u.count += 1
+                u.example = u.example or (_field(event, "raw") or "")
+                continue
+            stats = rows[entry.key]
+            if kind == "reject":
+                stats.hits += 1
+            else:
+                stats.warnings += 1
+            code = _field(event, "code")
+            if code:
+                stats.codes[str(code)] += 1
+        ordered = sorted(unexplained.values(), key=lambda u: -u.count)
+        return Effectiveness(list(rows.values()), ordered, rejects, warnings)
+
+
+def _prefer(items: list[Restriction], keep: Any) -> list[Restriction]:
+    """The items passing ``keep``, or all of them when none does (a hint, not a filter)."""
+    kept = [r for r in items if keep(r)]
+    return kept or items
