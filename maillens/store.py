@@ -119,7 +119,7 @@ EVENT_COLUMNS: tuple[str, ...] = (
 MESSAGE_COLUMNS: tuple[str, ...] = (
     "queue_id", "day", "first_ts", "last_ts", "state", "client_name", "client_ip", "helo",
     "sasl_method", "sasl_username", "message_id", "sender", "size", "nrcpt", "parent_queue_id",
-    "bounce_queue_ids", "origin",
+    "bounce_queue_ids", "origin", "connect_ts",
 )  # fmt: skip
 
 DELIVERY_COLUMNS: tuple[str, ...] = (
@@ -146,7 +146,7 @@ CREATE TABLE messages (
     id INTEGER PRIMARY KEY, queue_id TEXT, day TEXT, first_ts REAL, last_ts REAL, state TEXT,
     client_name TEXT, client_ip TEXT, helo TEXT, sasl_method TEXT, sasl_username TEXT,
     message_id TEXT, sender TEXT, size INTEGER, nrcpt INTEGER, parent_queue_id TEXT,
-    bounce_queue_ids TEXT, origin TEXT);
+    bounce_queue_ids TEXT, origin TEXT, connect_ts REAL);
 CREATE INDEX messages_queue_id ON messages (queue_id);
 CREATE INDEX messages_day ON messages (day);
 CREATE TABLE deliveries (

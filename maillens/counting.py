@@ -1,0 +1,432 @@
+"""pflogsumm's counting rules, applied to events, in a form the store can add up.
+
+``Counter.feed(event)`` does what pflogsumm 1.1.5's main loop does with the
+same line (see docs/counting.md for every rule and every deliberate
+difference), but keeps its figures per *day and hour* (``counts``), per day
+and address (``addr``), per day and detail key (``details``) and per day and
+deferred message (``deferred``), so that
+
+* ``maillens summary FILE`` feeds a fresh Counter and prints it, and
+* ``maillens ingest`` drains a Counter into the store after every batch
+  (``drain()``), and ``maillens summary`` over a date range sums the same
+  rows back (``maillens.summary.SummaryData.from_store``).
+
+State that spans lines of one message (the size seen on qmgr's ``from=``
+line, where a received message came from) is kept per open queue ID and
+dropped when the message is removed, so memory follows the open messages.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Final
+
+from maillens.events import Event
+
+#: pflogsumm's text patterns, copied from /usr/sbin/pflogsumm (1.1.5).
+_CLEANUP_REJ: Final = re.compile(
+    r".*?\b((?:milter-)?reject|warning|hold|discard): (header|body|END-OF-MESSAGE) (.*)$", re.S
+)
+_CLIENT: Final = re.compile(r"\w+: client=(.+?)(?:,|$)", re.S)
+_SMTPD_REJ: Final = re.compile(r"\w+: (reject(?:_warning)?|hold|discard): ")
+_FROM_SIZE: Final = re.compile(r"from=<([^>]*)>, size=(\d+)")
+_TO: Final = re.compile(
+    r"to=<([^>]*)>, (?:orig_to=<[^>]*>, )?relay=([^,]+), (?:conn_use=[^,]+, )?delay=([^,]+), "
+    r"(?:delays=[^,]+, )?(?:dsn=[^,]+, )?status=(\S+)(.*)$",
+    re.S,
+)
+_PICKUP: Final = re.compile(r": (?:sender|uid)=")
+_SMTP_FAIL1: Final = re.compile(r".* connect to (\S+?): ([^;]+); address \S+ port.*$", re.S)
+_SMTP_FAIL2: Final = re.compile(r".* connect to ([^[]+)\[\S+?\]: (.+?) \(port \d+\)$", re.S)
+_QID: Final = re.compile(r"[^:\s]+")
+_DEFER_REASON: Final = re.compile(r", status=deferred \(([^\)]+)")
+_BOUNCE_REASON: Final = re.compile(r", status=bounced \((.+)\)", re.S)
+_DOMAIN_LOWER: Final = re.compile(r"(@.+)", re.S)
+_REJ_PARTS: Final = re.compile(r"^.* \b(?:reject(?:_warning)?|hold|discard): (\S+) from (\S+?): (.*)$", re.S)
+_HOST_IP: Final = re.compile(r"^([^\[]*)\[((?:\d{1,3}\.){3}\d{1,3})\]")
+_HOST_SLASH: Final = re.compile(r"^([^/]*)/([0-9a-f.:]+)", re.I)
+_HOST_ANY: Final = re.compile(r"^([^\[\(/]*)[\[\(/]([^\]\)]+)[\]\)]:?\d*$")
+_DOMAIN_2LVL: Final = re.compile(r"^(.*)\.([^\.]+)\.([^\.]{3}|[^\.]{2,3}\.[^\.]{2})$", re.S)
+
+#: Which counter each reject-like word adds to (and the detail section).
+_REJ_COUNTER: Final = {
+    "reject": "rejected",
+    "milter-reject": "rejected",
+    "reject_warning": "reject_warnings",
+    "warning": "reject_warnings",
+    "hold": "held",
+    "discard": "discarded",
+}
+_REJ_SECTION: Final = {
+    "reject": "reject",
+    "milter-reject": "reject",
+    "reject_warning": "reject_warning",
+    "warning": "reject_warning",
+    "hold": "hold",
+    "discard": "discard",
+}
+
+
+def string_trimmer(text: str, max_len: int) -> str:
+    """pflogsumm: cut to ``max_len`` with an ellipsis."""
+    return text[: max_len - 3] + "..." if len(text) > max_len else text
+
+
+def said_string_trimmer(text: str, max_len: int) -> str:
+    """pflogsumm: drop leading ``... said:`` / ``...:`` parts until it fits."""
+    while len(text) > max_len:
+        m = re.match(r"^.* said: ", text, re.S)
+        if m:
+            text = text[m.end():]
+            continue
+        m = re.match(r"^.*?: *", text, re.S)
+        if m and re.match(r"^.*: *", text, re.S):
+            text = text[m.end():]
+            continue
+        return text[: max_len - 3] + "..."
+    return text
+
+
+def gimme_domain(client: str) -> str:
+    """pflogsumm's ``gimme_domain``: the client's 2nd-level domain, else its IP."""
+    m = _HOST_IP.match(client) or _HOST_SLASH.match(client) or _HOST_ANY.match(client)
+    domain, ip = (m.group(1), m.group(2)) if m else ("", "")
+    if domain == "" or domain == "unknown":
+        return ip
+    m2 = _DOMAIN_2LVL.match(domain)
+    return (m2.group(2) + "." + m2.group(3)).lower() if m2 else domain
+
+
+def norm_addr(addr: str) -> str:
+    """Lower-case the domain part, as pflogsumm does without ``-i``."""
+    at = addr.find("@")
+    return addr if at < 0 else addr[:at] + addr[at:].lower()
+
+
+def smtpd_reject_key(rmdr: str) -> tuple[str, str, str] | None:
+    """pflogsumm's ``proc_smtpd_reject`` detail key: (type, reason, datum)."""
+    m = _REJ_PARTS.match(rmdr)
+    if m is None:
+        return None
+    rej_typ, rej_from, rej_rmdr = m.groups()
+    reas = rej_rmdr
+    if rej_typ in ("RCPT", "DATA", "CONNECT"):
+        reas = re.sub(r"^(\d{3} <).*?(>:)", r"\1\2", reas, count=1, flags=re.S)
+        reas = re.sub(r"^(?:\d{3} \d\.\d\.\d )(Protocol error);.*$", r"\1", reas, count=1, flags=re.S)
+        reas = re.sub(r"^(?:.*?[:;] )(?:\[[^\]]+\] )?([^;,]+)[;,].*$", r"\1", reas, count=1, flags=re.S)
+        reas = re.sub(r"^((?:Sender|Recipient) address rejected: [^:]+):.*$", r"\1", reas, count=1, flags=re.S)
+        reas = re.sub(r"(client|Client host|Sender address) .+? blocked", "blocked", reas, count=1, flags=re.S)
+    elif rej_typ == "MAIL":
+        reas = re.sub(r"^\d{3} (?:<.+>: )?([^;:]+)[;:]?.*$", r"\1", reas, count=1, flags=re.S)
+    else:
+        reas = re.sub(r"^(?:.*[:;] )?([^,]+).*$", r"\1", reas, count=1, flags=re.S)
+    to = re.search(r"to=<([^>]+)>", rej_rmdr) or re.search(r"\d{3} <([^>]+)>: User unknown ", rej_rmdr)
+    to_s = to.group(1) if to else None
+    if to_s is None:
+        t3 = re.search(r"to=<(.*?)(?:[, ]|$)", rej_rmdr, re.S)
+        to_s = t3.group(1) if t3 else "<>"
+    fm = re.search(r"from=<([^>]+)>", rej_rmdr)
+    frm = fm.group(1) if fm else "<>"
+    if reas.startswith("Sender address rejected:"):
+        return rej_typ, reas, frm
+    if re.match(r"^(Recipient address rejected:|User unknown( |$))", reas):
+        return rej_typ, reas, to_s
+    new, n = re.subn(r"^.*?\d{3} (Improper use of SMTP command pipelining);.*$", r"\1", reas, count=1, flags=re.S)
+    if n:
+        src = re.match(r"^.+? from (\S+?):.*$", rmdr, re.S)
+        return rej_typ, new, src.group(1) if src else ""
+    new, n = re.subn(r"^.*?\d{3} (Message size exceeds fixed limit);.*$", r"\1", reas, count=1, flags=re.S)
+    if n:
+        return rej_typ, new, gimme_domain(rej_from)
+    new, n = re.subn(
+        r"^.*?\d{3} (Server configuration (?:error|problem));.*$", r"(Local) \1", reas, count=1, flags=re.S
+    )
+    if n:
+        return rej_typ, new, gimme_domain(rej_from)
+    return rej_typ, reas, gimme_domain(rej_from)
+
+
+def pflogsumm_cmd(program: str | None, syslog_name: str = "postfix") -> str | None:
+    """The daemon name pflogsumm files a line under, or None when it skips the line.
+
+    ``postfix/smtpd`` → ``smtpd``; ``postfix/submission/smtpd`` → ``smtpd``;
+    ``postfix/smtp-25/smtpd`` → ``smtp-25/smtpd`` (pflogsumm's own quirk);
+    ``postfix`` / ``postfix-script`` → themselves; anything else → None.
+    """
+    if not program:
+        return None
+    for prefix in ("postfix", syslog_name):
+        if program.startswith(prefix + "/"):
+            rest = program[len(prefix) + 1:]
+            for svc in ("smtps/", "submission/"):
+                if rest.startswith(svc) and len(rest) > len(svc):
+                    rest = rest[len(svc):]
+                    break
+            return rest
+    if program in ("postfix", "postfix-script"):
+        return program
+    return None
+
+
+class Counter:
+    """Accumulates pflogsumm's figures (and maillens's extras) per day and hour."""
+
+    def __init__(self, syslog_name: str = "postfix") -> None:
+        self.syslog_name = syslog_name
+        self.counts: dict[tuple[str, int, str], int] = {}
+        self.deferred: set[tuple[str, str]] = set()
+        self.addr: dict[tuple[str, str, str], list[float]] = {}
+        self.details: dict[tuple[str, str, str, str, str], int] = {}
+        # per open queue ID: [size or 0, whence or None]
+        self.open: dict[str, list[Any]] = {}
+        self._cmds: dict[str, str | None] = {}
+        self._hours: dict[tuple[int, int, int, int], tuple[str, int]] = {}
+
+    # -- helpers ---------------------------------------------------------------
+    def _inc(self, day: str, hour: int, name: str, n: int = 1) -> None:
+        key = (day, hour, name)
+        self.counts[key] = self.counts.get(key, 0) + n
+
+    def _detail(self, day: str, section: str, k1: str, k2: str = "", k3: str = "") -> None:
+        key = (day, section, k1, k2, k3)
+        self.details[key] = self.details.get(key, 0) + 1
+
+    def _addr(self, day: str, kind: str, key: str) -> list[float]:
+        k = (day, kind, key)
+        rec = self.addr.get(k)
+        if rec is None:
+            rec = self.addr[k] = [0, 0, 0, 0.0, 0.0]
+        return rec
+
+    def drain(self) -> tuple[dict[Any, int], set[tuple[str, str]], dict[Any, list[float]], dict[Any, int]]:
+        """Hand over (and forget) the figures counted so far; open state stays."""
+        out = (self.counts, self.deferred, self.addr, self.details)
+        self.counts, self.deferred, self.addr, self.details = {}, set(), {}, {}
+        return out
+
+    # -- the per-line rules ------------------------------------------------------
+    def feed(self, ev: Event) -> None:
+        ts = ev.ts
+        if ts is None:
+            return
+        hk = (ts.year, ts.month, ts.day, ts.hour)
+        dh = self._hours.get(hk)
+        if dh is None:
+            dh = self._hours[hk] = (f"{ts.year:04d}-{ts.month:02d}-{ts.day:02d}", ts.hour)
+        day, hour = dh
+        kind = ev.kind
+        self._inc(day, hour, "lines")
+        if kind not in _PLAIN_KINDS:
+            self._extras(ev, kind, day, hour)
+        program = ev.program
+        if program is None:
+            return
+        cmd = self._cmds.get(program, "?")
+        if cmd == "?":
+            cmd = self._cmds[program] = pflogsumm_cmd(program, self.syslog_name)
+        if cmd is None:
+            return
+        self._pflogsumm(ev, cmd, day, hour)
+
+    def _extras(self, ev: Event, kind: str, day: str, hour: int) -> None:
+        """maillens's own figures: restrictions, RBL zones, SPF, SASL, postscreen."""
+        data = ev.data
+        if kind == "reject" or kind == "reject_warning":
+            section = "restriction" if kind == "reject" else "restriction_warning"
+            self._detail(day, section, data.get("restriction") or "unknown", data.get("rbl") or "",
+                         data.get("stage") or "")  # fmt: skip
+        elif kind == "connect":
+            if ev.daemon == "smtpd":
+                self._inc(day, hour, "connections")
+        elif kind == "sasl_failure":
+            self._inc(day, hour, "sasl_failures")
+            self._detail(day, "sasl", data.get("client_ip") or "", data.get("sasl_method") or "",
+                         data.get("sasl_username") or "")  # fmt: skip
+        elif kind == "spf":
+            self._detail(day, "spf", (data.get("spf_result") or "").lower(), data.get("identity") or "",
+                         data.get("action") or "")  # fmt: skip
+        elif kind == "postscreen":
+            action = data.get("action") or (ev.message.split(" ", 1)[0] if ev.message else "")
+            self._detail(day, "postscreen", str(action), data.get("client_ip") or "")
+        elif kind == "lost_connection":
+            self._inc(day, hour, "lost_connections")
+        elif kind == "expired":
+            self._inc(day, hour, "expired")
+        elif kind == "bounce_notice":
+            self._inc(day, hour, "bounce_notices")
+        elif kind == "removed":
+            self.open.pop(ev.queue_id or "", None)
+
+    def _rmdr(self, ev: Event) -> str:
+        """pflogsumm's ``$logRmdr``: the line after time stamp and host."""
+        raw = ev.raw
+        prog = ev.program or ""
+        i = raw.find(prog + "[") if prog else -1
+        if i < 0:
+            i = raw.find(prog + ":") if prog else -1
+        if i >= 0:
+            return raw[i:].rstrip("\r\n")
+        pid = f"[{ev.pid}]" if ev.pid is not None else ""
+        return f"{prog}{pid}: {ev.message}"
+
+    def _pflogsumm(self, ev: Event, cmd: str, day: str, hour: int) -> None:
+        msg = ev.message
+        mq = _QID.match(msg)
+        qid = mq.group(0) if mq else ""
+        has_pid = ev.pid is not None
+        if cmd == "cleanup" and has_pid and (": header " in msg or ": body " in msg or ": END-OF-MESSAGE " in msg):
+            m = _CLEANUP_REJ.match(msg)
+            if m:
+                sub, reas, rest = m.groups()
+                rest = re.sub(r"( from \S+?)?; from=<.*$", "", rest, count=1, flags=re.S)
+                rest = string_trimmer(rest, 64)
+                self._inc(day, hour, _REJ_COUNTER[sub])
+                self._detail(day, _REJ_SECTION[sub], cmd, reas, rest)
+                return
+        if qid in ("warning", "fatal", "panic"):
+            rmdr = self._rmdr(ev)
+            m = re.match(r"^.*" + qid + ": ", rmdr, re.S)
+            reason = rmdr[m.end():] if m else rmdr
+            self._detail(day, qid, cmd, string_trimmer(reason, 66))
+            return
+        if qid in ("reject", "reject_warning", "hold", "discard"):
+            self._smtpd_reject(ev, qid, day, hour)
+            return
+        if cmd == "master":
+            rmdr = self._rmdr(ev)
+            m = re.match(r"^.*master.*: ", rmdr, re.S)
+            self._detail(day, "master", rmdr[m.end():] if m else "")
+            return
+        if cmd == "smtpd" or cmd == "postscreen":
+            if not has_pid:
+                return
+            m = _CLIENT.match(msg)
+            if m:
+                self._received(qid, gimme_domain(m.group(1)), day, hour)
+                return
+            m = _SMTPD_REJ.match(msg)
+            if m:
+                self._smtpd_reject(ev, m.group(1), day, hour)
+            return
+        self._other(ev, msg, cmd, qid, day, hour)
+
+    def _received(self, qid: str, whence: str, day: str, hour: int) -> None:
+        self._inc(day, hour, "received")
+        rec = self.open.get(qid)
+        if rec is None:
+            self.open[qid] = [0, whence]
+        else:
+            rec[1] = whence
+
+    def _smtpd_reject(self, ev: Event, sub: str, day: str, hour: int) -> None:
+        self._inc(day, hour, _REJ_COUNTER[sub])
+        key = smtpd_reject_key(self._rmdr(ev))
+        if key is not None:
+            self._detail(day, _REJ_SECTION[sub], *key)
+
+    def _other(self, ev: Event, msg: str, cmd: str, qid: str, day: str, hour: int) -> None:
+        if "size=" in msg:
+            m = _FROM_SIZE.search(msg)
+            if m:
+                self._sized(qid, m.group(1), int(m.group(2)), day, hour)
+                return
+        if "to=<" in msg:
+            m = _TO.search(msg)
+            if m:
+                self._delivery(ev, cmd, qid, m, day, hour)
+                return
+        if cmd == "pickup":
+            if _PICKUP.search(msg):
+                self._received(qid, "pickup", day, hour)
+            return
+        if cmd == "smtp" and "connect to " in msg:
+            rmdr = self._rmdr(ev)
+            m = _SMTP_FAIL1.match(rmdr) or _SMTP_FAIL2.match(rmdr)
+            if m:
+                self._detail(day, "smtp_failure", m.group(2).lower(), m.group(1))
+
+    def _sized(self, qid: str, addr: str, size: int, day: str, hour: int) -> None:
+        rec = self.open.get(qid)
+        if rec is not None and rec[0]:
+            return  # pflogsumm: "avoid double-counting!" (qmgr logs from= on every retry)
+        addr = norm_addr(addr) if addr else "from=<>"
+        if rec is None:
+            rec = self.open[qid] = [size, None]
+        rec[0] = size
+        whence = rec[1]
+        if whence:
+            m = re.match(r"^[^@]+@(.+)$", addr, re.S)
+            dom = m.group(1) if m else (addr if whence == "pickup" else whence)
+            d = self._addr(day, "sender_domain", dom)
+            d[0] += 1
+            d[1] += size
+            u = self._addr(day, "sender", addr)
+            u[0] += 1
+            u[1] += size
+            self._inc(day, hour, "bytes_received", size)
+            rec[1] = None
+
+    def _delivery(self, ev: Event, cmd: str, qid: str, m: "re.Match[str]", day: str, hour: int) -> None:
+        addr, relay, delay_s, status, to_rmdr = m.groups()
+        addr = norm_addr(addr)
+        at = addr.find("@")
+        dom = addr[at + 1:] if at > 0 else addr
+        try:
+            delay = float(delay_s)
+        except ValueError:
+            delay = 0.0
+        if status == "sent":
+            if "forwarded as " in to_rmdr:
+                self._inc(day, hour, "forwarded")
+                return
+            rd = self._addr(day, "recipient_domain", dom)
+            rd[0] += 1
+            rd[3] += delay
+            if delay > rd[4]:
+                rd[4] = delay
+            ru = self._addr(day, "recipient", addr)
+            ru[0] += 1
+            self._inc(day, hour, "delivered")
+            rec = self.open.get(qid)
+            size = rec[0] if rec is not None else 0
+            if size:
+                rd[1] += size
+                ru[1] += size
+                self._inc(day, hour, "bytes_delivered", size)
+            else:
+                self._detail(day, "no_size", qid, addr)
+        elif status == "deferred":
+            rm = _DEFER_REASON.search(ev.message)
+            reason = rm.group(1) if rm else ""
+            reason = said_string_trimmer(reason, 65)
+            reason = re.sub(r"^\d{3} ", "", reason, count=1)
+            reason = re.sub(r"^connect to ", "", reason, count=1)
+            self._detail(day, "deferral", cmd, reason)
+            self._inc(day, hour, "deferrals")
+            self.deferred.add((day, qid))
+            rd = self._addr(day, "recipient_domain", dom)
+            rd[2] += 1
+            if delay > rd[4]:
+                rd[4] = delay
+        elif status == "bounced":
+            rm = _BOUNCE_REASON.search(ev.message)
+            reason = said_string_trimmer(rm.group(1) if rm else "", 66)
+            reason = re.sub(r"^\d{3} ", "", reason, count=1)
+            self._detail(day, "bounce", relay, reason)
+            self._inc(day, hour, "bounced")
+
+    # -- state between runs ------------------------------------------------------
+    def open_state(self) -> dict[str, Any]:
+        return {qid: list(v) for qid, v in self.open.items()}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.open = {qid: list(v) for qid, v in state.items()}
+
+    def forget(self, qid: str) -> None:
+        """The tracker evicted ``qid``: drop its per-message state too."""
+        self.open.pop(qid, None)
+
+
+#: Kinds with nothing for ``_extras`` (the common ones: skip the call).
+_PLAIN_KINDS: Final = frozenset({"received", "cleanup", "queued", "delivery", "disconnect", "tls", "other",
+                                 "warning", "unparsed", "timeout", "too_many_errors", "pipelining"})

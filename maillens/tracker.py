@@ -1,0 +1,304 @@
+"""Correlation: queue IDs and smtpd sessions → one record per message.
+
+Postfix writes a message's story over many lines and processes: smtpd
+(``connect``, ``QID: client=``, maybe ``QID: reject: RCPT``), cleanup
+(``message-id=``), qmgr (``from=, size=, nrcpt=``), one delivery line per
+recipient and attempt (smtp, local, virtual, lmtp, error, …), bounce
+(``sender non-delivery notification: NEWQID``), qmgr ``removed``.  The
+tracker folds them into a record that ``trace``, reports and the store use.
+
+Memory follows what is open at once, not the log's size: a record leaves
+memory when qmgr says ``removed``; one whose smtpd session ended before
+cleanup took the message is closed as ``abandoned``; anything not seen for
+``max_age`` seconds of *log* time is written out as ``incomplete`` and
+counted (``incomplete`` attribute and the ``messages_incomplete`` counter).
+Sweeps happen when the log time crosses a fixed 60-second grid, so where a
+batch (or a crash) splits the input never changes the result.
+
+Queue IDs are opaque strings, so short (``4F3A21C0D9``) and long
+(``4jNNYT59HXzJ9dN``) IDs work alike.  Sessions are keyed by
+(host, program, pid): one smtpd process serves one client at a time.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Final
+
+from maillens.events import Event
+
+#: Seconds of log time without a line before an open message is written out
+#: as incomplete.  Longer than Postfix's default maximal_queue_lifetime (5d).
+DEFAULT_MAX_AGE: Final = 6 * 86400
+#: An smtpd session with no line for this long is forgotten.
+SESSION_MAX_AGE: Final = 3600
+#: After the client left, a message cleanup never saw is abandoned after this.
+ABANDON_AFTER: Final = 300
+SWEEP_EVERY: Final = 60
+
+
+def _new_message(qid: str, ts: float, day: str) -> dict[str, Any]:
+    return {
+        "queue_id": qid, "day": day, "first_ts": ts, "last_ts": ts, "state": None,
+        "client_name": None, "client_ip": None, "helo": None, "sasl_method": None,
+        "sasl_username": None, "message_id": None, "sender": None, "size": None, "nrcpt": None,
+        "parent_queue_id": None, "bounce_queue_ids": None, "origin": None, "connect_ts": None,
+        "deliveries": [], "_session": None, "_left": None, "_expired": False,
+    }  # fmt: skip
+
+
+class Tracker:
+    """Feed events in log order; collect closed records from ``finished``.
+
+    >>> t = Tracker()
+    >>> for ev in events: t.feed(ev)          # doctest: +SKIP
+    >>> t.finished[0]["state"]                 # doctest: +SKIP
+    'removed'
+    """
+
+    def __init__(self, max_age: float = DEFAULT_MAX_AGE, on_evict: Callable[[str], None] | None = None) -> None:
+        self.max_age = float(max_age)
+        self.open: dict[str, dict[str, Any]] = {}
+        self.sessions: dict[str, dict[str, Any]] = {}
+        self.finished: list[dict[str, Any]] = []
+        #: Records written out as incomplete, per day of their last line.
+        self.incomplete: dict[str, int] = {}
+        self.next_sweep = 0.0
+        self.on_evict = on_evict
+        self._dispatch: dict[str, Callable[[Event, float], None]] = {
+            "connect": self._connect,
+            "received": self._received,
+            "cleanup": self._cleanup,
+            "queued": self._queued,
+            "delivery": self._delivery,
+            "expired": self._expired,
+            "bounce_notice": self._bounce_notice,
+            "removed": self._removed,
+            "disconnect": self._disconnect,
+            "reject": self._reject,
+            "reject_warning": self._reject,
+            "spf": self._spf,
+        }
+
+    # -- the per-line entry point ------------------------------------------------
+    def feed(self, ev: Event) -> None:
+        handler = self._dispatch.get(ev.kind)
+        if handler is None or ev.ts is None:
+            return
+        ts = ev.ts.timestamp()
+        if ts >= self.next_sweep:
+            self.sweep(ts)
+        handler(ev, ts)
+
+    def drain(self) -> list[dict[str, Any]]:
+        """Hand over the records closed since the last call."""
+        out, self.finished = self.finished, []
+        return out
+
+    # -- helpers -------------------------------------------------------------------
+    @staticmethod
+    def _session_key(ev: Event) -> str:
+        return f"{ev.host}|{ev.program}|{ev.pid}"
+
+    def _message(self, ev: Event, ts: float, qid: str | None = None) -> dict[str, Any] | None:
+        qid = qid or ev.queue_id
+        if not qid:
+            return None
+        msg = self.open.get(qid)
+        if msg is None:
+            d = ev.ts
+            msg = self.open[qid] = _new_message(qid, ts, f"{d.year:04d}-{d.month:02d}-{d.day:02d}")  # type: ignore[union-attr]
+        elif ts - msg["last_ts"] > self.max_age:
+            self._close(msg, "incomplete")  # an old record under a reused short ID
+            return self._message(ev, ts, qid)
+        msg["last_ts"] = ts
+        return msg
+
+    def _close(self, msg: dict[str, Any], state: str) -> None:
+        qid = msg["queue_id"]
+        if self.open.get(qid) is msg:
+            del self.open[qid]
+        msg["state"] = state
+        sess = self.sessions.get(msg.pop("_session", None) or "")
+        if sess is not None and qid in sess["queue_ids"]:
+            sess["queue_ids"].remove(qid)
+        msg.pop("_left", None)
+        msg.pop("_expired", None)
+        if msg["bounce_queue_ids"] is not None and not isinstance(msg["bounce_queue_ids"], str):
+            msg["bounce_queue_ids"] = ",".join(msg["bounce_queue_ids"])
+        if state == "incomplete":
+            day = msg["day"]
+            self.incomplete[day] = self.incomplete.get(day, 0) + 1
+            if self.on_evict is not None:
+                self.on_evict(qid)
+        self.finished.append(msg)
+
+    def sweep(self, now: float) -> None:
+        """Close what has been open too long (log time ``now``)."""
+        self.next_sweep = (now // SWEEP_EVERY + 1) * SWEEP_EVERY
+        limit = now - self.max_age
+        for msg in [m for m in self.open.values() if m["last_ts"] < limit]:
+            self._close(msg, "incomplete")
+        gone = now - ABANDON_AFTER
+        for msg in [m for m in self.open.values() if m["_left"] is not None and m["_left"] < gone]:
+            self._close(msg, "abandoned")
+        old = now - SESSION_MAX_AGE
+        for key in [k for k, s in self.sessions.items() if s["last_ts"] < old]:
+            del self.sessions[key]
+
+    def close_all(self) -> None:
+        """End of input for a one-shot run (``summary FILE``, ``trace FILE``)."""
+        for msg in list(self.open.values()):
+            self._close(msg, "incomplete")
+
+    # -- handlers --------------------------------------------------------------------
+    def _connect(self, ev: Event, ts: float) -> None:
+        self.sessions[self._session_key(ev)] = {
+            "client_name": ev.client_name, "client_ip": ev.client_ip, "helo": None,
+            "connect_ts": ts, "last_ts": ts, "queue_ids": [],
+        }  # fmt: skip
+
+    def _received(self, ev: Event, ts: float) -> None:
+        msg = self._message(ev, ts)
+        if msg is None:
+            return
+        data = ev.data
+        daemon = ev.daemon
+        msg["origin"] = daemon
+        for f in ("client_name", "client_ip", "sasl_method", "sasl_username"):
+            v = data.get(f)
+            if v is not None:
+                msg[f] = v
+        if daemon == "smtpd" or daemon == "postscreen":
+            key = self._session_key(ev)
+            sess = self.sessions.get(key)
+            if sess is not None:
+                sess["last_ts"] = ts
+                sess["queue_ids"].append(msg["queue_id"])
+                msg["_session"] = key
+                msg["connect_ts"] = sess["connect_ts"]
+                if msg["helo"] is None:
+                    msg["helo"] = sess["helo"]
+
+    def _cleanup(self, ev: Event, ts: float) -> None:
+        msg = self._message(ev, ts)
+        if msg is not None:
+            mid = ev.data.get("message_id")
+            if mid is None and "message-id=" in ev.message:
+                mid = ev.message.split("message-id=", 1)[1].strip()
+            if mid is not None:
+                msg["message_id"] = mid
+
+    def _queued(self, ev: Event, ts: float) -> None:
+        msg = self._message(ev, ts)
+        if msg is None:
+            return
+        data = ev.data
+        msg["_left"] = None
+        if msg["sender"] is None:
+            msg["sender"] = data.get("sender")
+        if msg["size"] is None and data.get("size") is not None:
+            msg["size"] = int(data["size"])
+        if msg["nrcpt"] is None and data.get("nrcpt") is not None:
+            msg["nrcpt"] = int(data["nrcpt"])
+
+    def _delivery(self, ev: Event, ts: float) -> None:
+        msg = self._message(ev, ts)
+        if msg is None:
+            return
+        d = ev.data
+        delay = d.get("delay")
+        msg["deliveries"].append({
+            "ts": ts, "recipient": d.get("recipient"), "orig_recipient": d.get("orig_recipient"),
+            "status": d.get("status"), "relay": d.get("relay"),
+            "delay": float(delay) if delay is not None else None, "delays": d.get("delays"),
+            "dsn": d.get("dsn"), "reply": d.get("reason"),
+        })  # fmt: skip
+
+    def _reject(self, ev: Event, ts: float) -> None:
+        """A reject with a queue ID refuses one recipient of an accepted message."""
+        d = ev.data
+        key = self._session_key(ev)
+        sess = self.sessions.get(key)
+        if sess is not None:
+            sess["last_ts"] = ts
+            if d.get("helo") and sess["helo"] is None:
+                sess["helo"] = d.get("helo")
+        if not ev.queue_id or ev.queue_id == "NOQUEUE":
+            return
+        msg = self._message(ev, ts)
+        if msg is None:
+            return
+        if msg["helo"] is None and d.get("helo"):
+            msg["helo"] = d.get("helo")
+        msg["deliveries"].append({
+            "ts": ts, "recipient": d.get("recipient"), "orig_recipient": None,
+            "status": "rejected" if ev.kind == "reject" else "reject_warning", "relay": None,
+            "delay": None, "delays": d.get("stage"), "dsn": d.get("dsn"), "reply": d.get("reason"),
+        })  # fmt: skip
+
+    def _spf(self, ev: Event, ts: float) -> None:
+        """policyd-spf runs in its own process: tie its HELO to the client's open session."""
+        helo, ip = ev.data.get("helo"), ev.data.get("client_ip")
+        if not helo or not ip:
+            return
+        for sess in reversed(list(self.sessions.values())[-50:]):
+            if sess["client_ip"] == ip:
+                if sess["helo"] is None:
+                    sess["helo"] = helo
+                for qid in sess["queue_ids"]:
+                    m = self.open.get(qid)
+                    if m is not None and m["helo"] is None:
+                        m["helo"] = helo
+                break
+
+    def _expired(self, ev: Event, ts: float) -> None:
+        msg = self._message(ev, ts)
+        if msg is not None:
+            msg["_expired"] = True
+            if msg["sender"] is None:
+                msg["sender"] = ev.data.get("sender")
+
+    def _bounce_notice(self, ev: Event, ts: float) -> None:
+        parent = self._message(ev, ts)
+        child_id = ev.data.get("bounce_queue_id")
+        if parent is None or not child_id:
+            return
+        if parent["bounce_queue_ids"] is None:
+            parent["bounce_queue_ids"] = []
+        parent["bounce_queue_ids"].append(child_id)
+        child = self._message(ev, ts, child_id)
+        if child is not None:
+            child["parent_queue_id"] = parent["queue_id"]
+            if child["origin"] is None:
+                child["origin"] = "bounce"
+
+    def _removed(self, ev: Event, ts: float) -> None:
+        msg = self._message(ev, ts)
+        if msg is not None:
+            self._close(msg, "expired" if msg["_expired"] else "removed")
+
+    def _disconnect(self, ev: Event, ts: float) -> None:
+        sess = self.sessions.pop(self._session_key(ev), None)
+        if sess is None:
+            return
+        for qid in list(sess["queue_ids"]):
+            msg = self.open.get(qid)
+            if msg is None or msg["nrcpt"] is not None:
+                continue
+            if msg["message_id"] is None:
+                self._close(msg, "abandoned")  # never reached cleanup (e.g. reject at DATA)
+            else:
+                msg["_left"] = ts  # cleanup has it; qmgr should follow soon
+
+    # -- state between runs ------------------------------------------------------------
+    def open_state(self) -> dict[str, dict[str, Any]]:
+        return {
+            "message": dict(self.open),
+            "session": dict(self.sessions),
+            "tracker": {"state": {"next_sweep": self.next_sweep}},
+        }
+
+    def restore(self, state: dict[str, dict[str, Any]]) -> None:
+        self.open = dict(state.get("message", {}))
+        self.sessions = dict(state.get("session", {}))
+        self.next_sweep = float(state.get("tracker", {}).get("state", {}).get("next_sweep", 0.0))
