@@ -1,0 +1,290 @@
+"""Text in, events out: the envelope, then the rule files, then typed fields.
+
+Pure: no files, no clock, no network.  The rules are the fail2ban filter files
+in ``parsers/`` (and any directory the config names); this module only decides
+which filters apply to a line (by program name, the filter's ``_daemon``) and
+turns a match's groups into an ``Event``:
+
+* the rule's ``(?#kind=...)`` comment gives the kind (``@group`` means "the
+  value of that group"), other ``key=value`` words are constant fields;
+* ``ip4``/``ip6`` become ``client_ip``; the failure id ``fid`` becomes
+  ``queue_id`` unless the rule says ``fid=other_field``;
+* an empty group ``r__NAME`` that took part in the match names the restriction;
+* ``alt_NAME[_N]`` groups fill ``NAME`` (fail2ban's own convention).
+
+Speed: per program, the ``^``-anchored failregex lines of a filter are joined
+into one alternation (groups renamed apart), so one ``re`` call in C tries them
+all in order -- the same first-match-wins result as fail2ban's loop.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, tzinfo
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from maillens.envelope import YearInference, parse_envelope
+from maillens.events import Event
+from maillens.filterconf import Filter, FilterRegex, load_filter, parsers_dir
+
+_INT_FIELDS = frozenset({"code", "client_port", "size", "nrcpt", "bytes", "uid", "conn_use", "rank", "count", "signal"})
+_FLOAT_FIELDS = frozenset({"delay"})
+_GROUP_RE = re.compile(r"\(\?P<(\w+)>")
+_BACKREF_RE = re.compile(r"\(\?P=(\w+)\)")
+_ANNOTATION_RE = re.compile(r"\(\?#[^)]*\)")
+_CHECK_RESTRICTION = {"header": "header_checks", "mime-header": "header_checks",
+                      "nested-header": "header_checks", "body": "body_checks"}
+_SPF_IDENTITY = {"mfrom": "mailfrom", "helo": "helo", "mailfrom": "mailfrom"}
+_COUNTER_RE = re.compile(r"(\w+)=(\d+)(?:/(\d+))?")
+
+
+@dataclass(slots=True)
+class _Alternative:
+    """One failregex inside a joined alternation."""
+
+    rule_id: str
+    annotations: dict[str, str]
+    group_names: tuple[str, ...]  # renamed names in the joined regex
+    field_names: tuple[str, ...]  # original names
+
+
+@dataclass(slots=True)
+class _CompiledFilter:
+    flt: Filter
+    daemon: re.Pattern[str] | None
+    joined: re.Pattern[str] | None
+    alternatives: dict[str, _Alternative]
+
+
+def _join(flt: Filter) -> tuple[re.Pattern[str] | None, dict[str, _Alternative]]:
+    """Join a filter's anchored failregexes into one ordered alternation."""
+    if flt.ignoreregex or not flt.failregex or not all(rx.anchored for rx in flt.failregex):
+        return None, {}
+    parts: list[str] = []
+    alternatives: dict[str, _Alternative] = {}
+    for rx in flt.failregex:
+        prefix = f"g{rx.index}_"
+        body = _ANNOTATION_RE.sub("", rx.pattern.pattern)
+        body = _GROUP_RE.sub(lambda m: f"(?P<{prefix}{m.group(1)}>", body)
+        body = _BACKREF_RE.sub(lambda m: f"(?P={prefix}{m.group(1)})", body)
+        outer = f"_m{rx.index}"
+        parts.append(f"(?P<{outer}>{body})")
+        names = tuple(rx.pattern.groupindex)
+        alternatives[outer] = _Alternative(
+            rule_id=f"{flt.path.name}:failregex[{rx.index + 1}]",
+            annotations=rx.annotations,
+            group_names=tuple(prefix + n for n in names),
+            field_names=names,
+        )
+    try:
+        return re.compile("|".join(parts)), alternatives
+    except re.error:
+        return None, {}
+
+
+class RuleSet:
+    """The filters that classify lines, in priority order, compiled once."""
+
+    def __init__(self, filters: Iterable[Filter]) -> None:
+        compiled = []
+        for flt in filters:
+            daemon_text = flt.options.get("_daemon")
+            daemon = re.compile(daemon_text) if daemon_text and flt.prefregex is not None else None
+            joined, alternatives = _join(flt) if daemon is not None else (None, {})
+            compiled.append(_CompiledFilter(flt, daemon, joined, alternatives))
+        compiled.sort(key=lambda c: int(c.flt.options.get("maillens_priority", "50") or 50))
+        self.filters: tuple[_CompiledFilter, ...] = tuple(compiled)
+        self._by_program: dict[str, tuple[_CompiledFilter, ...]] = {}
+
+    @classmethod
+    def load(cls, extra_dirs: Iterable[Path | str] = ()) -> "RuleSet":
+        """maillens's own rule files, plus (overriding by file name) those in ``extra_dirs``."""
+        files: dict[str, Path] = {}
+        for directory in (parsers_dir(), *(Path(d) for d in extra_dirs)):
+            for path in sorted(Path(directory).glob("*.conf")):
+                files[path.stem] = path
+        filters = []
+        for path in files.values():
+            flt = load_filter(str(path))
+            if flt.failregex:
+                filters.append(flt)
+        return cls(filters)
+
+    def for_program(self, program: str) -> tuple[_CompiledFilter, ...]:
+        found = self._by_program.get(program)
+        if found is None:
+            found = tuple(c for c in self.filters if c.daemon is None or c.daemon.fullmatch(program))
+            if len(self._by_program) > 10_000:  # hostile input: unbounded program names
+                self._by_program.clear()
+            self._by_program[program] = found
+        return found
+
+
+_DEFAULT_RULES: RuleSet | None = None
+
+
+def default_rules() -> RuleSet:
+    global _DEFAULT_RULES
+    if _DEFAULT_RULES is None:
+        _DEFAULT_RULES = RuleSet.load()
+    return _DEFAULT_RULES
+
+
+class Classifier:
+    """Turns lines into events; keeps only the year-inference state between lines.
+
+    ``reference_time`` is when the log was written up to (a file's mtime, or
+    now); it gives traditional syslog time stamps their year.  Call
+    ``start_source`` when a new file begins.
+    """
+
+    def __init__(self, rules: RuleSet | None = None, *, reference_time: datetime | None = None,
+                 tz: tzinfo | None = None) -> None:
+        self.rules = rules or default_rules()
+        self.years = YearInference(reference_time, tz)
+
+    def start_source(self, reference_time: datetime | None) -> None:
+        self.years.reset(reference_time)
+
+    def classify(self, line: str, source: str | None = None, lineno: int | None = None) -> Event:
+        raw = line.rstrip("\r\n")
+        env = parse_envelope(raw, self.years)
+        if env is None:
+            return Event(kind="unparsed", source=source, lineno=lineno, raw=raw, message=raw)
+        event = Event(kind="other", ts=env.ts, host=env.host, program=env.program, pid=env.pid,
+                      source=source, lineno=lineno, raw=raw, message=env.message)
+        if env.message:
+            self._apply_rules(event, env.message, raw)
+        return event
+
+    def _apply_rules(self, event: Event, message: str, raw: str) -> None:
+        for compiled in self.rules.for_program(event.program or ""):
+            if compiled.joined is not None:
+                m = compiled.joined.match(message)
+                if m is None:
+                    continue
+                alt = compiled.alternatives[m.lastgroup or ""]
+                values = m.group(*alt.group_names) if len(alt.group_names) > 1 else (
+                    (m.group(alt.group_names[0]),) if alt.group_names else ())
+                groups = {k: v for k, v in zip(alt.field_names, values) if v is not None}
+                _fill_event(event, groups, alt.annotations, alt.rule_id)
+                return
+            match = compiled.flt.match_line(raw)
+            if match is not None:
+                rule_id = f"{compiled.flt.path.name}:failregex[{match.regex.index + 1}]"
+                _fill_event(event, dict(match.fields), match.regex.annotations, rule_id)
+                return
+
+
+def _fill_event(event: Event, groups: dict[str, Any], annotations: dict[str, str], rule_id: str) -> None:
+    data: dict[str, Any] = {}
+    restriction = None
+    for name, value in groups.items():
+        if name.startswith("r__"):
+            restriction = name[3:]
+        elif name.startswith("alt_"):
+            base = re.sub(r"_\d+$", "", name[4:])
+            data.setdefault(base, value)
+        elif name not in ("content", "ip4", "ip6", "fid", "dns", "queue_id"):
+            data[name] = value
+    address = groups.get("ip4") or groups.get("ip6")
+    if address is not None:
+        data.setdefault("client_ip", address)
+    fid_field = annotations.get("fid", "queue_id")
+    fid = groups.get("fid")
+    queue_id = groups.get("queue_id")
+    if fid is not None:
+        if fid_field == "queue_id":
+            queue_id = fid
+        else:
+            data[fid_field] = fid
+    event.queue_id = queue_id
+    kind = annotations.get("kind", "other")
+    for key, value in annotations.items():
+        if key in ("kind", "fid"):
+            continue
+        if value.startswith("@"):
+            value = data.get(value[1:], value)
+            if key == "restriction":
+                value = _CHECK_RESTRICTION.get(value, value)
+        data.setdefault(key, value)
+    if kind.startswith("@"):
+        kind = data.pop(kind[1:], "other")
+    if restriction is not None:
+        data["restriction"] = restriction
+    for name in _INT_FIELDS.intersection(data):
+        try:
+            data[name] = int(data[name])
+        except (TypeError, ValueError):
+            pass
+    for name in _FLOAT_FIELDS.intersection(data):
+        try:
+            data[name] = float(data[name])
+        except (TypeError, ValueError):
+            pass
+    event.kind = kind
+    event.rule = rule_id
+    fixer = _KIND_FIXERS.get(kind)
+    if fixer is not None:
+        fixer(data)
+    event.data = data
+
+
+def _fix_reject(data: dict[str, Any]) -> None:
+    data.pop("action", None)
+    data.setdefault("restriction", "unknown")
+
+
+def _fix_spf(data: dict[str, Any]) -> None:
+    result = data.get("spf_result")
+    reason = data.get("reason") or ""
+    if result is None:
+        lowered = reason.lower()
+        if "softfail" in lowered:
+            result = "softfail"
+        elif "permanent error" in lowered or "permerror" in lowered:
+            result = "permerror"
+        elif "temporary error" in lowered or "temperror" in lowered:
+            result = "temperror"
+        elif "fail" in lowered:
+            result = "fail"
+        else:
+            result = "none"
+    data["spf_result"] = result.lower()
+    if "identity" in data:
+        data["identity"] = _SPF_IDENTITY.get(data["identity"].lower(), data["identity"].lower())
+    code = data.get("code")
+    if "action" not in data and isinstance(code, int):
+        data["action"] = "reject" if code >= 500 else "defer"
+
+
+def _fix_disconnect(data: dict[str, Any]) -> None:
+    counters = data.pop("counters", None)
+    if not counters:
+        return
+    commands: dict[str, list[int]] = {}
+    for name, ok, total in _COUNTER_RE.findall(counters):
+        good = int(ok)
+        commands[name] = [good, int(total) if total else good]
+    data["commands"] = commands
+
+
+def _fix_postscreen_or_notice(data: dict[str, Any]) -> None:
+    if "action" in data:
+        data["action"] = data["action"].strip()
+
+
+_KIND_FIXERS: dict[str, Callable[[dict[str, Any]], None]] = {
+    "reject": _fix_reject,
+    "reject_warning": _fix_reject,
+    "spf": _fix_spf,
+    "disconnect": _fix_disconnect,
+    "postscreen": _fix_postscreen_or_notice,
+}
+
+
+def classify_line(line: str, **kwargs: Any) -> Event:
+    """Classify one line with a fresh classifier (convenience for ``explain``)."""
+    return Classifier(**kwargs).classify(line)

@@ -1,0 +1,176 @@
+"""The syslog envelope: timestamp, host, program, pid -- and the message.
+
+Recognised forms (one compiled regex each, tried in order of likelihood):
+
+* traditional BSD syslog: ``Nov  9 08:41:19 mx postfix/smtpd[123]: msg``
+  (space- or zero-padded or unpadded day; the year is not in the line and is
+  inferred by ``YearInference``);
+* RFC 3339 (rsyslog's default on Debian 12): ``2026-11-09T08:41:19.211563+00:00 mx ...``;
+* journalctl ``-o short-iso`` / ``short-iso-precise``: ``2026-11-09T08:41:19+0000 mx ...``;
+* RFC 5424: ``<22>1 2026-11-09T08:41:19.211Z mx postfix/smtpd 123 - - msg``;
+* Solaris message IDs after the program: ``... postfix/smtpd[1]: [ID 197553 mail.info] msg``.
+
+Leading NUL bytes (what a crash leaves in a preallocated log) are skipped.
+Everything here is pure: text in, fields out; the clock is injected.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone, tzinfo
+from typing import Final
+
+MONTHS: Final = {m: i for i, m in enumerate(
+    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), start=1)}
+
+_PROGRAM = r"(?P<program>[^\s\[\]:]+)(?:\[(?P<pid>\d+)\])?:"
+_SOLARIS = r"(?: \[ID \d+ [\w.]+\])?"
+
+BSD_RE: Final = re.compile(
+    r"(?P<mon>Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) +(?P<day>\d{1,2}) "
+    r"(?P<hms>\d\d:\d\d:\d\d)(?:\.(?P<frac>\d+))? (?P<host>\S+) " + _PROGRAM + _SOLARIS + r" ?(?P<msg>.*)",
+    re.DOTALL,
+)
+ISO_RE: Final = re.compile(
+    r"(?P<iso>\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?) (?P<host>\S+) "
+    + _PROGRAM + _SOLARIS + r" ?(?P<msg>.*)",
+    re.DOTALL,
+)
+RFC5424_RE: Final = re.compile(
+    r"<\d{1,3}>\d{1,2} (?P<iso>\S+) (?P<host>\S+) (?P<program>\S+) (?P<pid>\S+) \S+ "
+    r"(?:-|(?:\[(?:[^\]\"\\]|\\.|\"(?:[^\"\\]|\\.)*\")*\])+) ?(?P<msg>.*)",
+    re.DOTALL,
+)
+#: Where a line's time stamp ends, for fail2ban-style "strip the date" matching.
+DATE_PREFIX_RE: Final = re.compile(
+    r"(?:<\d{1,3}>\d{1,2} )?(?:\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?"
+    r"|(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) +\d{1,2} \d\d:\d\d:\d\d(?:\.\d+)?)"
+)
+
+
+@dataclass(slots=True)
+class Envelope:
+    """What the syslog envelope says; ``ts`` is timezone-aware."""
+
+    ts: datetime
+    host: str
+    program: str
+    pid: int | None
+    message: str
+
+
+class YearInference:
+    """Gives BSD time stamps a year, from a reference time and the stream so far.
+
+    The first line gets the year that puts it not more than a day after the
+    reference (a log is not written in the future); after that the year only
+    moves forward, when the date falls back by more than half a year (December
+    to January).  Feed lines in log order; call ``reset`` for a new file.
+    """
+
+    ROLLBACK: Final = timedelta(days=182)
+
+    def __init__(self, reference: datetime | None = None, tz: tzinfo | None = None) -> None:
+        self.tz: tzinfo = tz or datetime.now().astimezone().tzinfo or timezone.utc
+        self.reference = reference
+        self._year: int | None = None
+        self._last: datetime | None = None
+        self._cache_key: tuple[str, str, str] | None = None
+        self._cache_value: datetime | None = None
+
+    def reset(self, reference: datetime | None = None) -> None:
+        self.reference = reference
+        self._year = None
+        self._last = None
+        self._cache_key = None
+
+    def resolve(self, mon: str, day: str, hms: str) -> datetime:
+        key = (mon, day, hms)
+        if key == self._cache_key and self._cache_value is not None:
+            return self._cache_value
+        month = MONTHS[mon]
+        d = int(day)
+        h, m, s = int(hms[0:2]), int(hms[3:5]), int(hms[6:8])
+        if self._year is None:
+            ref = self.reference or datetime.now(self.tz)
+            ref = ref.astimezone(self.tz)
+            year = ref.year
+            candidate = _safe_datetime(year, month, d, h, m, s, self.tz)
+            if candidate - ref > timedelta(days=1):
+                year -= 1
+            self._year = year
+        ts = _safe_datetime(self._year, month, d, h, m, s, self.tz)
+        if self._last is not None and self._last - ts > self.ROLLBACK:
+            self._year += 1
+            ts = _safe_datetime(self._year, month, d, h, m, s, self.tz)
+        self._last = ts
+        self._cache_key, self._cache_value = key, ts
+        return ts
+
+
+def _safe_datetime(year: int, month: int, day: int, h: int, m: int, s: int, tz: tzinfo) -> datetime:
+    """A datetime even for impossible dates (Feb 29 in a wrong year, day 31 in
+    April): clamp to the month's last valid day instead of failing."""
+    while True:
+        try:
+            return datetime(year, month, day, min(h, 23), min(m, 59), min(s, 59), tzinfo=tz)
+        except ValueError:
+            if day <= 28:
+                return datetime(year, month, 1, tzinfo=tz)
+            day -= 1
+
+
+_ISO_CACHE: dict[str, datetime] = {}
+
+
+def parse_iso(text: str, tz: tzinfo) -> datetime | None:
+    """RFC 3339 / ISO 8601 text to an aware datetime; ``None`` when unreadable."""
+    try:
+        ts = datetime.fromisoformat(text.replace(",", ".", 1) if "," in text else text)
+    except ValueError:
+        return None
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=tz)
+    return ts
+
+
+def parse_envelope(line: str, years: YearInference) -> Envelope | None:
+    """Split one line into envelope and message; ``None`` if it has no envelope."""
+    if line.startswith("\x00"):
+        line = line.lstrip("\x00")
+    m = BSD_RE.match(line)
+    if m is not None:
+        ts = years.resolve(m.group("mon"), m.group("day"), m.group("hms"))
+        frac = m.group("frac")
+        if frac:
+            ts = ts.replace(microsecond=int((frac + "000000")[:6]))
+        return Envelope(ts, m.group("host"), m.group("program"), _int(m.group("pid")), m.group("msg"))
+    m = ISO_RE.match(line)
+    if m is None:
+        m = RFC5424_RE.match(line)
+    if m is not None:
+        ts = parse_iso(m.group("iso"), years.tz)
+        if ts is None:
+            return None
+        return Envelope(ts, m.group("host"), m.group("program"), _int(m.group("pid")), m.group("msg"))
+    return None
+
+
+def _int(text: str | None) -> int | None:
+    if text is None or not text.isdigit():
+        return None
+    return int(text)
+
+
+def strip_date(line: str) -> tuple[str, str | None]:
+    """fail2ban's view of a line: the text with its leading time stamp removed.
+
+    Returns ``(rest, date_text)``; ``date_text`` is ``None`` when the line has
+    no time stamp at its start (fail2ban-regex then reports no match).
+    """
+    stripped = line.lstrip("\x00")
+    m = DATE_PREFIX_RE.match(stripped)
+    if m is None:
+        return line, None
+    return stripped[m.end():], m.group(0)
