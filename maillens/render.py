@@ -53,11 +53,13 @@ def _finalize(value: Any) -> Any:
     if value is None:
         return ""
     if isinstance(value, str):
-        cleaned = _CONTROL.sub("\N{REPLACEMENT CHARACTER}", value)
-        # Markup (a macro's already-escaped output) stays Markup: swapping a
-        # character for U+FFFD cannot open a tag, and re-escaping would print
-        # the macro's own tags as text.
-        return type(value)(cleaned) if hasattr(value, "__html__") else cleaned
+        # Markup (a macro's or texttable's output) stays Markup and keeps its
+        # line breaks: swapping a character for U+FFFD cannot open a tag, and
+        # re-escaping would print the macro's own tags as text.  A plain value
+        # is one log field: a line break in it is as foreign as any control.
+        if hasattr(value, "__html__"):
+            return type(value)(_CONTROL.sub("\N{REPLACEMENT CHARACTER}", value))
+        return _CONTROL.sub("\N{REPLACEMENT CHARACTER}", value.replace("\n", "\N{REPLACEMENT CHARACTER}"))
     return value
 
 
@@ -144,7 +146,7 @@ def fmt_cell(value: Any, column: Column) -> str:
     return "" if value is None else str(value)
 
 
-def text_table(t: Any, indent: int = 3, width: int = 70) -> str:
+def text_table(t: Any, indent: int = 3, width: int = 70) -> Any:
     """A pflogsumm-style block: numbers right-aligned, text left, last column free.
 
     Layout is computed here rather than in jinja because column widths depend
@@ -163,7 +165,11 @@ def text_table(t: Any, indent: int = 3, width: int = 70) -> str:
             else:
                 parts.append(text if last else text.ljust(widths[i]))
         lines.append(" " * indent + "  ".join(parts).rstrip())
-    return "\n".join(lines)
+    from markupsafe import Markup
+
+    # Markup so that _finalize keeps the line breaks; every cell was cleaned
+    # above, and text templates are not HTML-escaped anyway.
+    return Markup("\n".join(lines))
 
 
 def clip(value: Any, width: int = 60) -> str:

@@ -1,0 +1,452 @@
+"""Build one day's ``ReportData`` from the store, with pandas.
+
+Why from the store and not from the log: a past day's report must not
+re-read rotated logs, and the figures must be the ones ``maillens summary``
+prints for the same day.  So the headline and per-hour figures are the
+store's pflogsumm-rule counters (``counts``, written by ``maillens.counting``),
+and the detail tables come from the rows the store keeps one per line
+(``events``: rejects, SPF, SASL failures), per address (``addr_stats``),
+per message and delivery attempt (``messages`` / ``deliveries``) and per
+detail key (``details``: warnings, fatal errors, panics).
+
+Log files given on the command line are first ingested into a throw-away
+store (``report_from_files``), so both paths share one set of rules.
+
+Example::
+
+    with Store.open(readonly=True) as store:
+        data = build_report(store, date(2026, 11, 9), host="mx.example.org")
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+
+from maillens.errors import ConfigError
+from maillens.reportdata import Figure, HourRow, ReportData, Table, table
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from maillens.store import Store
+
+#: Text cells longer than this are cut: a 10 kB HELO must not bloat the mail.
+CELL_LIMIT = 200
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """The ``[report]`` keys rollup needs (validated here, its owner)."""
+
+    top: int = 10
+    host: str | None = None
+
+    @classmethod
+    def from_section(cls, section: Mapping[str, Any]) -> "ReportOptions":
+        top = section.get("top", 10)
+        try:
+            top = int(top)
+        except (TypeError, ValueError):
+            raise ConfigError(f"[report] top = {top!r}: must be a whole number of rows") from None
+        if not 1 <= top <= 10000:
+            raise ConfigError(f"[report] top = {top}: must be between 1 and 10000")
+        host = section.get("host")
+        if host is not None and not isinstance(host, str):
+            raise ConfigError("[report] host must be a string (the name shown in the report and subject)")
+        return cls(top=top, host=host or None)
+
+
+# -- small helpers ---------------------------------------------------------------
+
+
+def _clip(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > CELL_LIMIT:
+        return value[: CELL_LIMIT - 1] + "…"
+    return value
+
+
+def _domain(address: Any) -> str:
+    """The domain of an address, lower-cased; ``<>`` for the null sender."""
+    text = "" if address is None else str(address)
+    if not text or text == "<>":
+        return "<>"
+    at = text.rfind("@")
+    return text[at + 1 :].lower() if at >= 0 else text.lower()
+
+
+def _day_bounds(day: date) -> tuple[float, float]:
+    """Epoch range of a calendar day in local time (how the envelope dates
+    traditional syslog lines), for tables that keep ``ts`` but no ``day``."""
+    start = datetime.combine(day, time()).astimezone()
+    end = datetime.combine(day + timedelta(days=1), time()).astimezone()
+    return start.timestamp(), end.timestamp()
+
+
+def _top(frame: "pd.DataFrame", top: int) -> tuple["pd.DataFrame", int]:
+    return frame.head(top), max(len(frame) - top, 0)
+
+
+def _names(values: Iterable[Any], limit: int = 4) -> tuple[str, ...]:
+    """Distinct non-empty values, most frequent first (pandas order kept)."""
+    out: list[str] = []
+    for v in values:
+        if v and v not in out:
+            out.append(str(v))
+        if len(out) >= limit:
+            break
+    return tuple(_clip(v) for v in out)
+
+
+# -- headline and hours ----------------------------------------------------------------
+
+
+HEADLINE = (
+    # key, label, store counter, anchor
+    ("received", "received", "received", "deliveries"),
+    ("delivered", "delivered", "delivered", "deliveries"),
+    ("rejected", "rejected", "rejected", "rejects"),
+    ("deferred", "deferred", "deferred", "deferrals"),
+    ("bounced", "bounced", "bounced", "bounces"),
+    ("expired", "expired", "expired", "expired"),
+    ("sasl_failures", "SASL failures", "sasl_failures", "sasl"),
+    ("rejected_clients", "unique rejected clients", "rejected_clients", "rejected"),
+    ("connections", "SMTP connections", "connections", "summary"),
+)
+
+
+def _rejected_clients_per_day(store: "Store", start: str, end: str) -> dict[str, int]:
+    cur = store.connection.execute(
+        "SELECT day, count(DISTINCT client_ip) FROM events WHERE day BETWEEN ? AND ? AND kind = 'reject' "
+        "AND client_ip IS NOT NULL AND client_ip != '' GROUP BY day",
+        (start, end),
+    )
+    return {d: int(n) for d, n in cur}
+
+
+def headline(store: "Store", day: date) -> tuple[tuple[Figure, ...], int]:
+    """Headline figures with the previous day and the 7 days before as context.
+
+    Days absent from the store are not averaged as zeros: a store that began
+    yesterday compares with what it has (``None`` when it has nothing).
+    """
+    first = (day - timedelta(days=7)).isoformat()
+    rollups = store.daily_rollups(first, day.isoformat())
+    clients = _rejected_clients_per_day(store, first, day.isoformat())
+    for d, n in clients.items():
+        rollups.setdefault(d, {})["rejected_clients"] = n
+    today = rollups.get(day.isoformat(), {})
+    prev_key = (day - timedelta(days=1)).isoformat()
+    before = [rollups[d] for d in sorted(rollups) if d < day.isoformat()]
+    figures = []
+    for key, label, counter, anchor in HEADLINE:
+        value = int(today.get(counter, 0))
+        previous = int(rollups[prev_key].get(counter, 0)) if prev_key in rollups else None
+        average = sum(int(r.get(counter, 0)) for r in before) / len(before) if before else None
+        note = ""
+        if key == "rejected":
+            offered = value + int(today.get("received", 0))
+            if offered:
+                note = f"{round(100 * value / offered)}% of received+rejected"
+        figures.append(Figure(key, label, value, previous, average, note, anchor))
+    if not any(f.value for f in figures):
+        return (), 0
+    return tuple(figures), int(today.get("connections", 0))
+
+
+def hourly(store: "Store", day: date) -> tuple[HourRow, ...]:
+    """pflogsumm's per-hour columns; "deferred" per hour counts deferrals, as
+    pflogsumm's per-day and per-hour tables do."""
+    rows = store.hourly(day.isoformat())
+    return tuple(
+        HourRow(h, r.get("received", 0), r.get("delivered", 0), r.get("rejected", 0), r.get("deferrals", 0),
+                r.get("bounced", 0))
+        for h, r in enumerate(rows)
+    )  # fmt: skip
+
+
+# -- rejects, RBL, SPF, SASL (from the events table) -----------------------------------
+
+_EVENT_COLS = ("kind", "client_ip", "client_name", "stage", "restriction", "rbl", "sender", "helo",
+               "sasl_username", "spf_result")  # fmt: skip
+
+
+def load_events(store: "Store", day: date) -> "pd.DataFrame":
+    """The day's stored events that the report groups, as one frame."""
+    import pandas as pd
+
+    sql = (
+        f"SELECT {', '.join(_EVENT_COLS)} FROM events WHERE day = ? "
+        "AND kind IN ('reject', 'reject_warning', 'spf', 'sasl_failure')"
+    )
+    frame = pd.read_sql_query(sql, store.connection, params=(day.isoformat(),))
+    for col in _EVENT_COLS:
+        frame[col] = frame[col].fillna("").astype(str)
+    return frame
+
+
+def _counted(frame: "pd.DataFrame", by: str | list[str], name: str = "n") -> "pd.DataFrame":
+    return frame.groupby(by, sort=False).size().reset_index(name=name).sort_values(
+        [name] + ([by] if isinstance(by, str) else by), ascending=[False] + [True] * (1 if isinstance(by, str) else len(by))
+    )
+
+
+def reject_tables(ev: "pd.DataFrame", top: int, configured_zones: Sequence[str] | None) -> dict[str, Any]:
+    rej = ev[ev["kind"] == "reject"]
+    warn = ev[ev["kind"] == "reject_warning"]
+    total = len(rej)
+    out: dict[str, Any] = {}
+    by_r = _counted(rej.assign(restriction=rej["restriction"].replace("", "unknown")), "restriction")
+    out["rejects_by_restriction"] = table(
+        [("restriction", "text"), ("rejects", "int"), ("share", "pct")],
+        [(r.restriction, int(r.n), r.n / total) for r in by_r.itertuples()],
+    )
+    by_s = _counted(rej.assign(stage=rej["stage"].replace("", "unknown")), "stage")
+    out["rejects_by_stage"] = table(
+        [("stage", "text"), ("rejects", "int"), ("share", "pct")],
+        [(r.stage, int(r.n), r.n / total) for r in by_s.itertuples()],
+    )
+    listed = ev[(ev["rbl"] != "") & ev["kind"].isin(["reject", "reject_warning"])]
+    rows = []
+    if len(listed):
+        g = listed.groupby("rbl")
+        stats = g.agg(
+            hits=("kind", lambda k: int((k == "reject").sum())),
+            warnings=("kind", lambda k: int((k == "reject_warning").sum())),
+            ips=("client_ip", "nunique"),
+        ).reset_index().sort_values(["hits", "warnings", "rbl"], ascending=[False, False, True])
+        rows = [(_clip(r.rbl), int(r.hits), int(r.warnings), int(r.ips), (r.hits / total) if total else None)
+                for r in stats.itertuples()]  # fmt: skip
+    out["rbl_zones"] = table(
+        [("zone", "text"), ("reject hits", "int"), ("warn-only hits", "int"), ("unique IPs", "int"),
+         ("share of all rejects", "pct")], rows)  # fmt: skip
+    if configured_zones is not None:
+        hit = set(listed["rbl"].str.lower())
+        out["rbl_unused"] = tuple(z for z in configured_zones if z.lower() not in hit)
+    del warn
+    clients = rej[rej["client_ip"] != ""]
+    if len(clients):
+        g = clients.groupby("client_ip", sort=False)
+        stats = g.agg(n=("kind", "size"), names=("client_name", lambda s: s.value_counts().index[0]),
+                      restrictions=("restriction", lambda s: tuple(s.value_counts().index[:4])))
+        stats = stats.reset_index().sort_values(["n", "client_ip"], ascending=[False, True])
+        shown, more = _top(stats, top)
+        out["rejected_clients"] = table(
+            [("client IP", "text"), ("rDNS", "text"), ("rejects", "int"), ("restrictions", "list")],
+            [(_clip(r.client_ip), _clip(r.names), int(r.n), _names(r.restrictions)) for r in shown.itertuples()],
+            more,
+        )
+    helos = rej[rej["helo"] != ""]
+    if len(helos):
+        stats = helos.groupby("helo", sort=False).agg(n=("kind", "size"), ips=("client_ip", "nunique"))
+        stats = stats.reset_index().sort_values(["n", "helo"], ascending=[False, True])
+        shown, more = _top(stats, top)
+        out["rejected_helos"] = table(
+            [("HELO", "text"), ("rejects", "int"), ("clients", "int")],
+            [(_clip(r.helo), int(r.n), int(r.ips)) for r in shown.itertuples()], more)  # fmt: skip
+    senders = rej[rej["sender"] != ""]
+    if len(senders):
+        doms = senders.assign(domain=senders["sender"].map(_domain))
+        stats = doms.groupby("domain", sort=False).agg(n=("kind", "size"), ips=("client_ip", "nunique"))
+        stats = stats.reset_index().sort_values(["n", "domain"], ascending=[False, True])
+        shown, more = _top(stats, top)
+        out["rejected_sender_domains"] = table(
+            [("sender domain", "text"), ("rejects", "int"), ("clients", "int")],
+            [(_clip(r.domain), int(r.n), int(r.ips)) for r in shown.itertuples()], more)  # fmt: skip
+    return out
+
+
+def spf_tables(ev: "pd.DataFrame", top: int) -> dict[str, Any]:
+    spf = ev[ev["kind"] == "spf"]
+    if not len(spf):
+        return {}
+    spf = spf.assign(result=spf["spf_result"].str.lower().replace("", "unknown"))
+    by = _counted(spf, "result")
+    out: dict[str, Any] = {
+        "spf_results": table([("result", "text"), ("checks", "int"), ("share", "pct")],
+                             [(r.result, int(r.n), r.n / len(spf)) for r in by.itertuples()])  # fmt: skip
+    }
+    fails = spf[spf["result"] == "fail"]
+    if len(fails):
+        claimed = fails["sender"].where(fails["sender"] != "", fails["helo"])
+        doms = fails.assign(domain=claimed.map(_domain))
+        stats = doms.groupby("domain", sort=False).agg(n=("kind", "size"), ips=("client_ip", "nunique"))
+        stats = stats.reset_index().sort_values(["n", "domain"], ascending=[False, True])
+        shown, more = _top(stats, top)
+        out["spf_fail_domains"] = table(
+            [("claimed sender domain", "text"), ("fails", "int"), ("clients", "int")],
+            [(_clip(r.domain), int(r.n), int(r.ips)) for r in shown.itertuples()], more)  # fmt: skip
+    return out
+
+
+def sasl_tables(ev: "pd.DataFrame", top: int) -> dict[str, Any]:
+    sasl = ev[ev["kind"] == "sasl_failure"]
+    if not len(sasl):
+        return {}
+    out: dict[str, Any] = {}
+    g = sasl.groupby("client_ip", sort=False).agg(
+        n=("kind", "size"),
+        name=("client_name", lambda s: s.value_counts().index[0]),
+        users=("sasl_username", lambda s: tuple(s[s != ""].value_counts().index[:4])),
+    )
+    stats = g.reset_index().sort_values(["n", "client_ip"], ascending=[False, True])
+    shown, more = _top(stats, top)
+    out["sasl_by_client"] = table(
+        [("client IP", "text"), ("rDNS", "text"), ("failures", "int"), ("usernames", "list")],
+        [(_clip(r.client_ip or "unknown"), _clip(r.name), int(r.n), _names(r.users)) for r in shown.itertuples()],
+        more,
+    )
+    named = sasl[sasl["sasl_username"] != ""]
+    if len(named):
+        stats = named.groupby("sasl_username", sort=False).agg(n=("kind", "size"), ips=("client_ip", "nunique"))
+        stats = stats.reset_index().sort_values(["n", "sasl_username"], ascending=[False, True])
+        shown, more = _top(stats, top)
+        out["sasl_by_username"] = table(
+            [("username", "text"), ("failures", "int"), ("clients", "int")],
+            [(_clip(r.sasl_username), int(r.n), int(r.ips)) for r in shown.itertuples()], more)  # fmt: skip
+    return out
+
+
+# -- deliveries (addr_stats, deliveries, messages, details) ------------------------------
+
+
+def address_tables(store: "Store", day: date, top: int) -> dict[str, Any]:
+    """pflogsumm's senders/recipients by count and by size, from ``addr_stats``."""
+    import pandas as pd
+
+    frame = pd.read_sql_query(
+        "SELECT kind, key, count, bytes FROM addr_stats WHERE day = ? AND kind IN ('sender', 'recipient')",
+        store.connection, params=(day.isoformat(),))  # fmt: skip
+    out: dict[str, Any] = {}
+    for kind in ("sender", "recipient"):
+        part = frame[frame["kind"] == kind]
+        if not len(part):
+            continue
+        for order, col in (("count", "count"), ("size", "bytes")):
+            ranked = part[part[col] > 0].sort_values([col, "key"], ascending=[False, True])
+            shown, more = _top(ranked, top)
+            out[f"{kind}s_by_{order}"] = table(
+                [(kind, "text"), ("messages", "int"), ("bytes", "bytes")],
+                [(_clip(r.key), int(r.count), int(r.bytes)) for r in shown.itertuples()], more)  # fmt: skip
+    return out
+
+
+def failure_tables(store: "Store", day: date, top: int) -> dict[str, Any]:
+    """Bounces and deferrals by destination domain, with DSN codes and replies."""
+    import pandas as pd
+
+    lo, hi = _day_bounds(day)
+    frame = pd.read_sql_query(
+        "SELECT recipient, status, dsn, reply FROM deliveries WHERE ts >= ? AND ts < ? "
+        "AND status IN ('bounced', 'deferred')",
+        store.connection, params=(lo, hi))  # fmt: skip
+    out: dict[str, Any] = {}
+    for status, key in (("bounced", "bounces_by_domain"), ("deferred", "deferrals_by_domain")):
+        part = frame[frame["status"] == status].fillna("")
+        if not len(part):
+            continue
+        part = part.assign(domain=part["recipient"].map(_domain))
+        stats = part.groupby("domain", sort=False).agg(
+            n=("status", "size"),
+            dsn=("dsn", lambda s: tuple(s[s != ""].value_counts().index[:3])),
+            reply=("reply", lambda s: s.value_counts().index[0] if len(s) else ""),
+        ).reset_index().sort_values(["n", "domain"], ascending=[False, True])
+        shown, more = _top(stats, top)
+        out[key] = table(
+            [("domain", "text"), (status, "int"), ("DSN", "list"), ("most frequent reply", "text")],
+            [(_clip(r.domain), int(r.n), _names(r.dsn), _clip(r.reply)) for r in shown.itertuples()], more)  # fmt: skip
+    expired = pd.read_sql_query(
+        "SELECT queue_id, sender, nrcpt FROM messages WHERE state = 'expired' AND last_ts >= ? AND last_ts < ? "
+        "ORDER BY last_ts",
+        store.connection, params=(lo, hi))  # fmt: skip
+    if len(expired):
+        shown, more = _top(expired.fillna(""), top)
+        out["expired"] = table(
+            [("queue ID", "text"), ("sender", "text"), ("recipients", "int")],
+            [(_clip(r.queue_id), _clip(r.sender or "<>"), int(r.nrcpt or 0)) for r in shown.itertuples()], more)  # fmt: skip
+    return out
+
+
+def problem_table(store: "Store", day: date, top: int) -> dict[str, Any]:
+    """pflogsumm's warnings / fatal errors / panics (``details``)."""
+    rows = []
+    for level in ("panic", "fatal", "warning"):
+        found = sorted(store.details(day, section=level), key=lambda r: (-r[4], r[1], r[2]))
+        rows += [(level, _clip(k1), _clip(k2), n) for _s, k1, k2, _k3, n in found]
+    if not rows:
+        return {}
+    return {"problems": table([("level", "text"), ("program", "text"), ("message", "text"), ("count", "int")],
+                              rows[: max(top, 20)], max(len(rows) - max(top, 20), 0))}  # fmt: skip
+
+
+# -- the whole report --------------------------------------------------------------------
+
+
+def configured_rbl_zones(postfix: Any) -> tuple[str, ...] | None:
+    """IP and domain block lists main.cf rejects with (not allow lists)."""
+    if postfix is None:
+        return None
+    zones = []
+    for z in postfix.rbl_zones():
+        if z.kind in ("rbl", "rhsbl") and z.domain not in zones:
+            zones.append(z.domain)
+    return tuple(zones)
+
+
+def notes() -> tuple[str, str]:
+    """One-line pointers for the bans and allowlist features (not in the store yet)."""
+    return (
+        "Ban list changes are not part of this report yet; see `maillens bans --help`.",
+        "Allowlist suggestions are not part of this report yet; see `maillens suggest --help`.",
+    )
+
+
+def build_report(
+    store: "Store",
+    day: date,
+    *,
+    options: ReportOptions | None = None,
+    postfix: Any = None,
+    source: str | None = None,
+    now: datetime | None = None,
+) -> ReportData:
+    """Everything one day's report shows, from an open store."""
+    opts = options or ReportOptions()
+    top = opts.top
+    figures, connections = headline(store, day)
+    ev = load_events(store, day)
+    fields: dict[str, Any] = {}
+    fields.update(reject_tables(ev, top, configured_rbl_zones(postfix)))
+    fields.update(spf_tables(ev, top))
+    fields.update(sasl_tables(ev, top))
+    fields.update(address_tables(store, day, top))
+    fields.update(failure_tables(store, day, top))
+    fields.update(problem_table(store, day, top))
+    bans_note, suggest_note = notes()
+    return ReportData(
+        host=opts.host or socket.getfqdn(),
+        day=day,
+        generated_at=(now or datetime.now(timezone.utc)).astimezone(),
+        source=source or f"store {store.path}",
+        headline=figures,
+        connections=connections,
+        hourly=hourly(store, day),
+        bans_note=bans_note,
+        suggest_note=suggest_note,
+        **fields,
+    )
+
+
+def frames(data: ReportData) -> dict[str, "pd.DataFrame"]:
+    """The report's tables as pandas frames (for scripts and notebooks)."""
+    import pandas as pd
+
+    out = {}
+    for name, value in vars(data).items():
+        if isinstance(value, Table):
+            out[name] = pd.DataFrame(list(value.rows), columns=[c.label for c in value.columns])
+    out["hourly"] = pd.DataFrame([vars(h) if hasattr(h, "__dict__") else
+                                  {k: getattr(h, k) for k in h.__slots__} for h in data.hourly])  # fmt: skip
+    return out
