@@ -78,3 +78,40 @@ def dev_corpus() -> Path:
 @pytest.fixture(scope="session")
 def suggest_corpus() -> Path:
     return corpus_dir("real-postfix-suggest-dev")
+
+
+@lru_cache(maxsize=None)
+def corpus_events(name: str, log: str = "maillog") -> tuple:
+    """Every event of a corpus log, classified once per test session.
+
+    Time stamps are read in UTC (the corpus's zone) with the year taken from
+    the corpus's own summary, so results do not depend on the machine's clock.
+    """
+    import json
+    from datetime import datetime, timezone
+
+    from maillens.classify import Classifier
+    from maillens.sources import iter_events
+
+    directory = corpus_dir(name)
+    summary = json.loads((directory / "summary.json").read_text())
+    last = datetime.fromisoformat(summary["last_timestamp"])
+    classifier = Classifier(tz=timezone.utc)
+    events = []
+    for ev in iter_events([str(directory / log)], classifier=_FixedReference(classifier, last)):
+        events.append(ev)
+    return tuple(events)
+
+
+class _FixedReference:
+    """A classifier wrapper that ignores file mtimes: the corpus's end is the reference."""
+
+    def __init__(self, classifier, reference):  # type: ignore[no-untyped-def]
+        self._classifier = classifier
+        self._reference = reference
+
+    def start_source(self, _reference):  # type: ignore[no-untyped-def]
+        self._classifier.start_source(self._reference)
+
+    def classify(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return self._classifier.classify(*args, **kwargs)
