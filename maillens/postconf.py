@@ -666,12 +666,12 @@ class PostfixConfig:
             return p
         if self.config_dir is None:
             return None
-        original = Path(self.parameter("config_directory") or DEFAULT_CONFIG_DIRECTORY)
         candidates = []
-        try:
-            candidates.append(self.config_dir / p.relative_to(original))
-        except ValueError:
-            pass
+        for original in {self.parameter("config_directory") or DEFAULT_CONFIG_DIRECTORY, DEFAULT_CONFIG_DIRECTORY}:
+            try:
+                candidates.append(self.config_dir / p.relative_to(original))
+            except ValueError:
+                pass
         candidates.append(self.config_dir / p.name)
         return next((c for c in candidates if c.is_file()), None)
 
@@ -702,8 +702,9 @@ def load_from_directory(config_dir: Path) -> PostfixConfig:
     else:
         services = parse_master_cf(DEFAULT_MASTER_CF)[0]
         warnings.append(f"{master_cf} not found: assuming one smtpd service 'smtp'")
-    return PostfixConfig(main, services, source=f"directory {config_dir}", config_dir=config_dir,
-                         warnings=warnings)
+    defaults = dict(BUILTIN_DEFAULTS, config_directory=str(config_dir))  # as postconf -c DIR does
+    return PostfixConfig(main, services, defaults=defaults, source=f"directory {config_dir}",
+                         config_dir=config_dir, warnings=warnings)
 
 
 def _run_postconf(postconf: str, *args: str) -> str:

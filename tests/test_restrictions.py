@@ -1,0 +1,210 @@
+"""``maillens restrictions`` on the corpus: hits per configured entry equal the corpus truth.
+
+Expected figures come from the corpus files only: ``log_index.jsonl`` (the
+log events the harness found per session, with the smtpd service) and
+``summary.json``'s "log" section (reject lines per stage and restriction).
+The harness labels a few restrictions in its own words; this is the mapping
+to the names main.cf uses:
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import corpus_events
+from maillens.cli.main import cli
+from maillens.postconf import load_postfix_config
+from maillens.restrictions import RestrictionMatcher
+
+#: harness label → (main.cf restriction name, restriction list it says fired)
+LABELS = {
+    "check_helo_access regexp": ("check_helo_access", None),
+    "check_policy_service (policyd-spf)": ("check_policy_service", None),
+    "permit_sasl_authenticated,reject (client)": ("reject", "client"),
+    "reject_unauth_pipelining (client)": ("reject_unauth_pipelining", "client"),
+}
+#: syslog names of the corpus master.cf services (its ``-o syslog_name`` settings)
+SERVICES = {"postfix/smtpd": "smtp", "postfix/submission/smtpd": "submission"}
+
+Key = tuple[str, str, str, str]  # service, list stage, restriction, zone
+
+
+def truth_counts(corpus: Path, phases: set[int] | None = None) -> tuple[Counter[Key], Counter[Key]]:
+    """(rejects, reject_warnings) per configured entry, from the corpus labels."""
+    config = load_postfix_config(corpus / "config")
+    summary = json.loads((corpus / "summary.json").read_text())["log"]
+    warn_zone_restriction = {
+        key.split(" ", 1)[1].split(":")[1]: key.split(" ", 1)[1].split(":")[0]
+        for key in summary["reject_warning_lines"]
+    }
+    phase_of = {}
+    for line in (corpus / "truth.jsonl").read_text().splitlines():
+        session = json.loads(line)
+        phase_of[session["sid"]] = session["phase"]
+    rejects: Counter[Key] = Counter()
+    warnings: Counter[Key] = Counter()
+    for line in (corpus / "log_index.jsonl").read_text().splitlines():
+        session = json.loads(line)
+        if phases is not None and phase_of[session["sid"]] not in phases:
+            continue
+        service = SERVICES[session["service"]]
+        for label, count in session["log_events"].items():
+            kind, _, rest = label.partition(":")
+            if kind not in ("reject", "reject_warning"):
+                continue
+            log_stage, _, rest = rest.partition(":")
+            parts = [p for p in rest.split(":") if p != "with_queue_id"]
+            if kind == "reject_warning":
+                name, zone = warn_zone_restriction[parts[0]], parts[0]
+            else:
+                name, zone = parts[0], (parts[1] if len(parts) > 1 else "")
+            name, list_stage = LABELS.get(name, (name, None))
+            if list_stage is None and log_stage == "DATA":
+                list_stage = "data"
+            if list_stage is None:  # the one list of this service holding it
+                stages = {r.stage for r in config.checks(service) if r.name == name
+                          and (not zone or (r.zone is not None and r.zone.domain == zone))}
+                assert len(stages) == 1, f"{label}: truth does not say which of {stages} fired"
+                list_stage = stages.pop()
+            (rejects if kind == "reject" else warnings)[(service, list_stage, name, zone)] += count
+    return rejects, warnings
+
+
+def run_restrictions(corpus: Path, *extra: str) -> dict[str, Any]:
+    result = CliRunner().invoke(
+        cli,
+        ["restrictions", "--postfix-config", str(corpus / "config"), str(corpus / "maillog"),
+         "--json", "--unexplained", *extra],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def row_key(row: dict[str, Any]) -> Key:
+    argument = row["argument"] or ""
+    zone = argument.split("=")[0] if row["restriction"] == "reject_rbl_client" else ""
+    return (row["service"], row["stage"], row["restriction"], zone)
+
+
+def test_hits_equal_corpus_truth(any_corpus: Path) -> None:
+    out = run_restrictions(any_corpus)
+    rejects, warnings = truth_counts(any_corpus)
+    summary = json.loads((any_corpus / "summary.json").read_text())["log"]
+    # the expectation itself adds up to the summary's reject and reject_warning lines
+    assert sum(rejects.values()) == sum(summary["reject_lines_by_stage_and_restriction"].values())
+    assert sum(warnings.values()) == sum(summary["reject_warning_lines"].values())
+
+    rows = out["restrictions"]
+    assert len({row_key(r) for r in rows}) == len(rows), "one row per configured entry"
+    assert {row_key(r): r["hits"] for r in rows if r["hits"]} == dict(rejects)
+    assert {row_key(r): r["warnings"] for r in rows if r["warnings"]} == dict(warnings)
+    assert out["unexplained"] == []
+    assert out["rejects"] == sum(rejects.values())
+    assert out["reject_warnings"] == sum(warnings.values())
+
+
+def test_never_fired_and_warn_only(any_corpus: Path) -> None:
+    out = run_restrictions(any_corpus)
+    rejects, warnings = truth_counts(any_corpus)
+    config = load_postfix_config(any_corpus / "config")
+    configured = [r for s in config.smtpd_services() for r in config.checks(s.name) if r.can_reject]
+
+    def key(r: Any) -> Key:
+        return (r.service, r.stage, r.name, r.zone.domain if r.zone else "")
+
+    expected_never = {key(r) for r in configured if not rejects[key(r)] and not warnings[key(r)]}
+    expected_warn_only = {key(r) for r in configured if not rejects[key(r)] and warnings[key(r)]}
+    assert expected_never, "the corpus configuration has unexercised restrictions"
+    assert {row_key(r) for r in out["never_fired"]} == expected_never
+    assert {row_key(r) for r in out["warn_only"]} == expected_warn_only == {
+        ("smtp", "client", "reject_rbl_client", "dnsbl.sorbs.net")
+    }
+    # permit_* entries cannot reject: neither fired nor "never fired"
+    assert all(not r["restriction"].startswith("permit") for r in out["never_fired"])
+
+
+def test_json_list_shape(dev_corpus: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["restrictions", "--postfix-config", str(dev_corpus / "config"), str(dev_corpus / "maillog"), "--json",
+              "--service", "submission"],
+        catch_exceptions=False,
+    )
+    rows = json.loads(result.output)
+    assert isinstance(rows, list)
+    assert {"service", "stage", "position", "restriction", "argument", "hits", "warnings"} <= set(rows[0])
+    assert {r["service"] for r in rows} == {"submission"}
+    client = [(r["position"], r["restriction"]) for r in rows if r["stage"] == "client"]
+    assert client == [(1, "permit_sasl_authenticated"), (2, "reject")]
+
+
+def test_since_limits_the_period(dev_corpus: Path) -> None:
+    # phase 3 starts 2026-11-10 07:18:52 UTC, hours after phase 2 ended
+    out = run_restrictions(dev_corpus, "--since", "2026-11-10T03:00:00+00:00")
+    rejects, warnings = truth_counts(dev_corpus, phases={3})
+    assert 0 < sum(rejects.values()) < sum(truth_counts(dev_corpus)[0].values())
+    assert {row_key(r): r["hits"] for r in out["restrictions"] if r["hits"]} == dict(rejects)
+    assert {row_key(r): r["warnings"] for r in out["restrictions"] if r["warnings"]} == dict(warnings)
+
+
+def test_unexplained_rejects_when_config_changed(tmp_path: Path, dev_corpus: Path) -> None:
+    """Drop RBL zones from main.cf: their rejects become unexplained, counted per zone."""
+    main_cf = (dev_corpus / "config" / "main.cf").read_text()
+    (tmp_path / "main.cf").write_text(main_cf.replace("    reject_rbl_client zen.spamhaus.org,\n", "")
+                                      .replace("    reject_rbl_client bl.spamcop.net,\n", ""))
+    (tmp_path / "master.cf").write_text((dev_corpus / "config" / "master.cf").read_text())
+    summary = json.loads((dev_corpus / "summary.json").read_text())["log"]["rbl_reject_lines_by_zone"]
+    config = load_postfix_config(tmp_path)
+    result = RestrictionMatcher(config).tally(corpus_events("real-postfix-dev"))
+    unexplained = {u.rbl: u.count for u in result.unexplained}
+    assert unexplained == {"zen.spamhaus.org": summary["zen.spamhaus.org"], "bl.spamcop.net": summary["bl.spamcop.net"]}
+    assert all("not configured for service smtp" in u.why for u in result.unexplained)
+
+
+def test_store_rows_match_like_events(dev_corpus: Path) -> None:
+    """The store hands back dict rows, not Events: same attribution."""
+    from maillens.store import EVENT_COLUMNS
+
+    events = [e for e in corpus_events("real-postfix-dev") if e.kind in ("reject", "reject_warning")]
+    rows = [{c: getattr(e, c, None) for c in EVENT_COLUMNS if c not in ("ts", "day")} for e in events]
+    config = load_postfix_config(dev_corpus / "config")
+    from_events = RestrictionMatcher(config).tally(events)
+    from_rows = RestrictionMatcher(config).tally(rows)
+    assert [(r.hits, r.warnings) for r in from_rows.rows] == [(r.hits, r.warnings) for r in from_events.rows]
+
+
+def test_text_output_names_never_fired(dev_corpus: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["restrictions", "--postfix-config", str(dev_corpus / "config"), str(dev_corpus / "maillog")],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0
+    text = result.output
+    assert "Never fired:" in text and "Only reject_warning" in text
+    assert "warn_if_reject reject_rbl_client dnsbl.sorbs.net" in text
+
+
+@pytest.mark.parametrize("since", ["7x", "yesterday-ish"])
+def test_bad_since_is_a_usage_error(dev_corpus: Path, since: str) -> None:
+    result = CliRunner().invoke(
+        cli, ["restrictions", "--postfix-config", str(dev_corpus / "config"), str(dev_corpus / "maillog"),
+              "--since", since],
+    )
+    assert result.exit_code == 2
+    assert "--since" in result.output
+
+
+def test_parse_since_durations() -> None:
+    from maillens.cli.server_cmd import parse_since
+
+    now = datetime.fromisoformat("2026-11-10T12:00:00+00:00")
+    assert parse_since("7d", now) == datetime.fromisoformat("2026-11-03T12:00:00+00:00")
+    assert parse_since("90m", now) == datetime.fromisoformat("2026-11-10T10:30:00+00:00")
+    assert parse_since("2026-11-09", now) == datetime.fromisoformat("2026-11-09T00:00:00+00:00")
