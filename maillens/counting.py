@@ -103,6 +103,25 @@ def norm_addr(addr: str) -> str:
     return addr if at < 0 else addr[:at] + addr[at:].lower()
 
 
+_R = re.S
+_RJ_ADDR = re.compile(r"^(\d{3} <).*?(>:)", _R)
+_RJ_PROTO = re.compile(r"^(?:\d{3} \d\.\d\.\d )(Protocol error);.*$", _R)
+_RJ_REASON = re.compile(r"^(?:.*?[:;] )(?:\[[^\]]+\] )?([^;,]+)[;,].*$", _R)
+_RJ_ADDR_REJ = re.compile(r"^((?:Sender|Recipient) address rejected: [^:]+):.*$", _R)
+_RJ_BLOCKED = re.compile(r"(client|Client host|Sender address) .+? blocked", _R)
+_RJ_MAIL = re.compile(r"^\d{3} (?:<.+>: )?([^;:]+)[;:]?.*$", _R)
+_RJ_OTHER = re.compile(r"^(?:.*[:;] )?([^,]+).*$", _R)
+_RJ_TO1 = re.compile(r"to=<([^>]+)>")
+_RJ_TO2 = re.compile(r"\d{3} <([^>]+)>: User unknown ")
+_RJ_TO3 = re.compile(r"to=<(.*?)(?:[, ]|$)", _R)
+_RJ_FROM = re.compile(r"from=<([^>]+)>")
+_RJ_RCPT = re.compile(r"^(Recipient address rejected:|User unknown( |$))")
+_RJ_PIPE = re.compile(r"^.*?\d{3} (Improper use of SMTP command pipelining);.*$", _R)
+_RJ_SRC = re.compile(r"^.+? from (\S+?):.*$", _R)
+_RJ_SIZE = re.compile(r"^.*?\d{3} (Message size exceeds fixed limit);.*$", _R)
+_RJ_CONF = re.compile(r"^.*?\d{3} (Server configuration (?:error|problem));.*$", _R)
+
+
 def smtpd_reject_key(rmdr: str) -> tuple[str, str, str] | None:
     """pflogsumm's ``proc_smtpd_reject`` detail key: (type, reason, datum)."""
     m = _REJ_PARTS.match(rmdr)
@@ -111,36 +130,29 @@ def smtpd_reject_key(rmdr: str) -> tuple[str, str, str] | None:
     rej_typ, rej_from, rej_rmdr = m.groups()
     reas = rej_rmdr
     if rej_typ in ("RCPT", "DATA", "CONNECT"):
-        reas = re.sub(r"^(\d{3} <).*?(>:)", r"\1\2", reas, count=1, flags=re.S)
-        reas = re.sub(r"^(?:\d{3} \d\.\d\.\d )(Protocol error);.*$", r"\1", reas, count=1, flags=re.S)
-        reas = re.sub(r"^(?:.*?[:;] )(?:\[[^\]]+\] )?([^;,]+)[;,].*$", r"\1", reas, count=1, flags=re.S)
-        reas = re.sub(r"^((?:Sender|Recipient) address rejected: [^:]+):.*$", r"\1", reas, count=1, flags=re.S)
-        reas = re.sub(r"(client|Client host|Sender address) .+? blocked", "blocked", reas, count=1, flags=re.S)
+        reas = _RJ_ADDR.sub(r"\1\2", reas, count=1)
+        reas = _RJ_PROTO.sub(r"\1", reas, count=1)
+        reas = _RJ_REASON.sub(r"\1", reas, count=1)
+        reas = _RJ_ADDR_REJ.sub(r"\1", reas, count=1)
+        reas = _RJ_BLOCKED.sub("blocked", reas, count=1)
     elif rej_typ == "MAIL":
-        reas = re.sub(r"^\d{3} (?:<.+>: )?([^;:]+)[;:]?.*$", r"\1", reas, count=1, flags=re.S)
+        reas = _RJ_MAIL.sub(r"\1", reas, count=1)
     else:
-        reas = re.sub(r"^(?:.*[:;] )?([^,]+).*$", r"\1", reas, count=1, flags=re.S)
-    to = re.search(r"to=<([^>]+)>", rej_rmdr) or re.search(r"\d{3} <([^>]+)>: User unknown ", rej_rmdr)
-    to_s = to.group(1) if to else None
-    if to_s is None:
-        t3 = re.search(r"to=<(.*?)(?:[, ]|$)", rej_rmdr, re.S)
-        to_s = t3.group(1) if t3 else "<>"
-    fm = re.search(r"from=<([^>]+)>", rej_rmdr)
-    frm = fm.group(1) if fm else "<>"
+        reas = _RJ_OTHER.sub(r"\1", reas, count=1)
     if reas.startswith("Sender address rejected:"):
-        return rej_typ, reas, frm
-    if re.match(r"^(Recipient address rejected:|User unknown( |$))", reas):
-        return rej_typ, reas, to_s
-    new, n = re.subn(r"^.*?\d{3} (Improper use of SMTP command pipelining);.*$", r"\1", reas, count=1, flags=re.S)
+        fm = _RJ_FROM.search(rej_rmdr)
+        return rej_typ, reas, fm.group(1) if fm else "<>"
+    if _RJ_RCPT.match(reas):
+        to = _RJ_TO1.search(rej_rmdr) or _RJ_TO2.search(rej_rmdr) or _RJ_TO3.search(rej_rmdr)
+        return rej_typ, reas, to.group(1) if to else "<>"
+    new, n = _RJ_PIPE.subn(r"\1", reas, count=1)
     if n:
-        src = re.match(r"^.+? from (\S+?):.*$", rmdr, re.S)
+        src = _RJ_SRC.match(rmdr)
         return rej_typ, new, src.group(1) if src else ""
-    new, n = re.subn(r"^.*?\d{3} (Message size exceeds fixed limit);.*$", r"\1", reas, count=1, flags=re.S)
+    new, n = _RJ_SIZE.subn(r"\1", reas, count=1)
     if n:
         return rej_typ, new, gimme_domain(rej_from)
-    new, n = re.subn(
-        r"^.*?\d{3} (Server configuration (?:error|problem));.*$", r"(Local) \1", reas, count=1, flags=re.S
-    )
+    new, n = _RJ_CONF.subn(r"(Local) \1", reas, count=1)
     if n:
         return rej_typ, new, gimme_domain(rej_from)
     return rej_typ, reas, gimme_domain(rej_from)
@@ -215,7 +227,9 @@ class Counter:
             dh = self._hours[hk] = (f"{ts.year:04d}-{ts.month:02d}-{ts.day:02d}", ts.hour)
         day, hour = dh
         kind = ev.kind
-        self._inc(day, hour, "lines")
+        counts = self.counts
+        lk = (day, hour, "lines")
+        counts[lk] = counts.get(lk, 0) + 1
         if kind not in _PLAIN_KINDS:
             self._extras(ev, kind, day, hour)
         program = ev.program

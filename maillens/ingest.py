@@ -1,0 +1,366 @@
+"""Incremental ingest: read what is new in each log, count it, commit it with its offset.
+
+Reading uses pygtail (``Pygtail``, the user's choice) wrapped in ``StoreTail``
+because pygtail alone does not give the guarantees ingest needs.  Where it
+falls short, and what this module does instead:
+
+1. pygtail keeps its offset in ``<log>.offset`` beside the log and rewrites it
+   in place (open "w", write): a crash can leave it empty and the next run
+   starts again at byte 0, counting everything twice.  → Offsets live in the
+   store and are committed in the same SQLite transaction as the counts,
+   events and message records of the lines they cover (``update_offset_file``
+   and ``write_offset_to_file`` are no-ops here).
+2. pygtail opens the log in text mode with the locale's codec, strictly: one
+   non-UTF-8 byte raises ``UnicodeDecodeError`` and stops the run; its text
+   ``tell()`` is an opaque cookie.  → Files are opened in binary; lines are
+   decoded with replacement; offsets are byte offsets.
+3. pygtail recognises one rotation step (``.1``, ``.1.gz``, dateext) and by
+   inode only: after two rotations between runs (``mail.log`` →
+   ``mail.log.1`` → ``mail.log.2.gz``) or once compression changed the inode
+   it resets to the live file and silently skips the rest.  → The whole rotated
+   set is searched for the file we were reading, by a signature of its first
+   bytes (which survives rename and compression), then every newer file is
+   read in order.
+4. pygtail notices copytruncate only when the file is now *smaller* than the
+   offset; truncated-and-regrown past it, it reads from the middle of new
+   lines.  → The head signature catches that too; the copy is found by
+   signature and read from the old offset first.
+5. pygtail hands out a trailing partial line (writer mid-line) unless
+   ``full_lines``; and per-line ``readline``/``tell`` is slow.  → Blocks are
+   read from pygtail's file handle; only newline-terminated lines are
+   consumed from the live file (a rotated file's last line is taken whole).
+
+What no reader can fix: lines written between logrotate's copy and its
+truncate (copytruncate's documented race) are in neither file.
+
+One ingest runs at a time: ``flock`` on ``<db>.lock``; a second one waits up
+to ``wait`` seconds, then stops with ``BusyError``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import glob
+import gzip
+import hashlib
+import logging
+import os
+import re
+import struct
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from pygtail import Pygtail
+
+from maillens.counting import Counter
+from maillens.errors import BusyError, InputError
+from maillens.store import STORED_EVENT_KINDS, Batch, Store
+from maillens.tracker import Tracker
+
+log = logging.getLogger("maillens.ingest")
+
+HEAD_LEN = 1024
+BLOCK = 4 << 20
+BATCH_LINES = 50_000
+_ROTATED_N = re.compile(r"\.(\d+)(\.gz)?$")
+
+
+class StoreTail(Pygtail):  # type: ignore[misc]
+    """pygtail that never writes offset files and reads bytes."""
+
+    def __init__(self, filename: str, offset: int = 0, rotated: str | None = None) -> None:
+        super().__init__(filename, offset_file=os.devnull, copytruncate=True, full_lines=True)
+        self.offset = offset
+        self.rotated_logfile = rotated
+
+    def update_offset_file(self) -> None:  # offsets go to the store
+        pass
+
+    def write_offset_to_file(self, offset: Any) -> None:
+        pass
+
+    def _filehandle(self) -> Any:
+        if not self.fh or self._is_closed():
+            name = self.rotated_logfile or self.filename
+            self.fh = gzip.open(name, "rb") if name.endswith(".gz") else open(name, "rb")
+            self.fh.seek(self.offset)
+        return self.fh
+
+
+@dataclass
+class Segment:
+    path: str
+    offset: int
+    live: bool
+
+
+def _head(path: str, length: int) -> str | None:
+    try:
+        opener = gzip.open if path.endswith(".gz") else open
+        with opener(path, "rb") as fh:
+            data = fh.read(length)
+    except (OSError, EOFError):
+        return None
+    if len(data) < length:
+        return None
+    return hashlib.sha1(data).hexdigest()
+
+
+def _size(path: str) -> int:
+    """Uncompressed size (gzip's ISIZE trailer for .gz: fine below 4 GiB)."""
+    if path.endswith(".gz"):
+        with open(path, "rb") as fh:
+            fh.seek(-4, os.SEEK_END)
+            return int(struct.unpack("<I", fh.read(4))[0])
+    return os.stat(path).st_size
+
+
+def rotated_set(path: str) -> list[str]:
+    """The live file and its rotated siblings, newest first."""
+    numbered: list[tuple[int, str]] = []
+    for cand in glob.glob(glob.escape(path) + ".*"):
+        m = _ROTATED_N.search(cand[len(path):])
+        if m and cand[len(path):] == m.group(0):
+            numbered.append((int(m.group(1)), cand))
+    dated = sorted(
+        (c for c in glob.glob(glob.escape(path) + "-[0-9]*") if re.fullmatch(r"-\d{8}(-\d+)?(\.gz)?", c[len(path):])),
+        reverse=True,
+    )
+    out = [path] if os.path.exists(path) else []
+    out += [c for _, c in sorted(numbered)]
+    out += dated
+    return out
+
+
+def resolve(path: str, state: dict[str, Any] | None) -> list[Segment]:
+    """Where to read from: the file we were in (found by signature), then every newer one."""
+    files = rotated_set(path)
+    start_live = [Segment(path, 0, True)] if os.path.exists(path) else []
+    if state is None or not int(state.get("offset") or 0) or not state.get("head_len"):
+        return start_live
+    offset, head, head_len = int(state["offset"]), state["head"], int(state["head_len"])
+    for i, cand in enumerate(files):
+        try:
+            if _size(cand) < offset or _head(cand, head_len) != head:
+                continue
+        except OSError:
+            continue
+        segs = [Segment(cand, offset, cand == path)]
+        segs += [Segment(c, 0, c == path) for c in reversed(files[:i])]
+        return segs
+    log.warning("%s: the file last read (offset %d) is not in its rotated set any more; reading %s from the start",
+                path, offset, path)
+    return start_live
+
+
+@contextmanager
+def ingest_lock(db: Path, wait: float = 0.0) -> Iterator[None]:
+    """Hold ``<db>.lock`` exclusively for the duration."""
+    lock_path = Path(str(db) + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise BusyError(
+                        f"another 'maillens ingest' is running on {db} (lock {lock_path}); "
+                        "wait for it or pass --wait SECONDS"
+                    ) from None
+                time.sleep(0.2)
+        yield
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class IngestStats:
+    lines: int = 0
+    batches: int = 0
+    messages: int = 0
+    events: int = 0
+    files: int = 0
+
+
+def _event_row(ev: Any, day: str) -> tuple[Any, ...]:
+    d = ev.data
+    return (
+        ev.ts.timestamp(), day, ev.kind, ev.program, ev.pid, ev.queue_id, d.get("client_ip"),
+        d.get("client_name"), d.get("stage"), d.get("code"), d.get("dsn"), d.get("restriction"),
+        d.get("rbl"), d.get("sender"), d.get("recipient"), d.get("helo"), d.get("sasl_method"),
+        d.get("sasl_username"), d.get("spf_result"), d.get("reason"), ev.raw,
+    )  # fmt: skip
+
+
+class Ingester:
+    """Reads sources into one store; ``run()`` is one ``maillens ingest``."""
+
+    def __init__(self, store: Store, *, batch_lines: int = BATCH_LINES,
+                 classify: Callable[..., Any] | None = None, max_age: float | None = None) -> None:
+        self.store = store
+        self.batch_lines = batch_lines
+        self.block = max(1 << 14, min(BLOCK, batch_lines * 160))
+        if classify is None:
+            from maillens.classify import Classifier
+
+            classify = Classifier().classify
+        self.classify = classify
+        self.counter = Counter()
+        self.tracker = Tracker(on_evict=self.counter.forget, **({"max_age": max_age} if max_age else {}))
+        opened = store.load_open_state()
+        self.counter.restore(opened.get("counter", {}))
+        self.tracker.restore(opened)
+        self.stats = IngestStats()
+
+    def run(self, paths: list[str]) -> IngestStats:
+        for path in paths:
+            self._ingest_path(os.path.abspath(path))
+        return self.stats
+
+    # -- one configured source -------------------------------------------------------
+    def _ingest_path(self, path: str) -> None:
+        if not os.path.exists(path) and not rotated_set(path):
+            raise InputError(f"{path} does not exist; pass the mail log to read (e.g. /var/log/mail.log)")
+        for _ in range(4):  # a rotation during the read → resolve again
+            state = self.store.source_state(path)
+            segs = resolve(path, state)
+            progressed = False
+            for seg in segs:
+                lines_before = int(state["lines"]) if state and seg is segs[0] else 0
+                progressed |= self._read_segment(path, seg, lines_before)
+                state = self.store.source_state(path)
+            if not progressed:
+                return
+
+    def _read_segment(self, name: str, seg: Segment, lines_done: int) -> bool:
+        """Read one file from ``seg.offset`` to its end, committing every batch."""
+        tail = StoreTail(name, seg.offset, None if seg.live else seg.path)
+        try:
+            fh = tail._filehandle()
+        except FileNotFoundError:
+            return False  # rotated away between listing and opening: resolve again
+        except OSError as exc:
+            raise InputError(f"cannot read {seg.path}: {exc.strerror}") from None
+        plain = not seg.path.endswith(".gz")
+        fd = fh.fileno() if plain else -1
+        expect = os.pread(fd, HEAD_LEN, 0) if plain else b""
+        if seg.offset and not self._same_file(seg, expect):
+            fh.close()
+            return False
+        self._head_cache = None
+        pos, lineno = seg.offset, lines_done
+        pend: list[str] = []
+        pend_bytes = 0
+        carry = b""
+        progressed = False
+        try:
+            while True:
+                block = fh.read(self.block)
+                if plain and seg.live and os.pread(fd, len(expect), 0) != expect:
+                    break  # truncated (copytruncate) under us: drop this block, resolve again
+                if not block:
+                    if carry and (not seg.live or self._replaced(fd, seg.path)):
+                        pend.append(carry.decode("utf-8", "replace"))
+                        pend_bytes += len(carry)
+                    break
+                data = carry + block
+                cut = data.rfind(b"\n") + 1
+                carry = data[cut:]
+                if cut:
+                    lines = data[:cut].decode("utf-8", "replace").split("\n")
+                    lines.pop()
+                    pend += lines
+                    pend_bytes += cut
+                    if len(pend) >= self.batch_lines:
+                        lineno = self._commit(name, seg, fd, pend, pos + pend_bytes, lineno)
+                        pos += pend_bytes
+                        pend, pend_bytes, progressed = [], 0, True
+            if pend:
+                lineno = self._commit(name, seg, fd, pend, pos + pend_bytes, lineno)
+                progressed = True
+            if progressed:
+                self.stats.files += 1
+        finally:
+            fh.close()
+        return progressed
+
+    @staticmethod
+    def _same_file(seg: Segment, expect: bytes) -> bool:
+        """The file opened by name is still the one ``resolve`` matched."""
+        if not seg.path.endswith(".gz"):
+            return len(expect) >= min(HEAD_LEN, seg.offset)
+        return True
+
+    @staticmethod
+    def _replaced(fd: int, path: str) -> bool:
+        """The live file was renamed away: its unterminated last line is final."""
+        try:
+            return os.stat(path).st_ino != os.fstat(fd).st_ino
+        except FileNotFoundError:
+            return True
+
+    def _head_of(self, seg: Segment, fd: int, end: int) -> tuple[str, int]:
+        length = min(HEAD_LEN, end)
+        if self._head_cache is not None and self._head_cache[1] == length:
+            return self._head_cache
+        if fd >= 0:
+            data = os.pread(fd, length, 0)
+        else:
+            with gzip.open(seg.path, "rb") as g:
+                data = g.read(length)
+        self._head_cache = (hashlib.sha1(data).hexdigest(), length)
+        return self._head_cache
+
+    def _commit(self, name: str, seg: Segment, fd: int, lines: list[str], end: int, lineno: int) -> int:
+        """Classify, count, track ``lines``; write it all with the new offset in one transaction."""
+        classify, feed_c, feed_t = self.classify, self.counter.feed, self.tracker.feed
+        rows: list[tuple[Any, ...]] = []
+        source = seg.path
+        for line in lines:
+            lineno += 1
+            ev = classify(line, source, lineno)
+            feed_c(ev)
+            feed_t(ev)
+            if ev.kind in STORED_EVENT_KINDS and ev.ts is not None:
+                t = ev.ts
+                rows.append(_event_row(ev, f"{t.year:04d}-{t.month:02d}-{t.day:02d}"))
+        counts, deferred, addr, details = self.counter.drain()
+        for day, n in self.tracker.incomplete.items():
+            counts[(day, 0, "messages_incomplete")] = counts.get((day, 0, "messages_incomplete"), 0) + n
+        self.tracker.incomplete = {}
+        messages = self.tracker.drain()
+        batch = Batch(counts=counts, deferred=deferred, addr_stats=addr, details=details, events=rows,
+                      messages=messages)
+        head, head_len = self._head_of(seg, fd, end)
+        st = os.fstat(fd) if fd >= 0 else os.stat(seg.path)
+        state = {"inode": st.st_ino, "dev": st.st_dev, "offset": end, "head": head, "head_len": head_len,
+                 "lines": lineno}
+        open_state = self.tracker.open_state()
+        open_state["counter"] = self.counter.open_state()
+        with self.store.transaction() as conn:
+            self.store.write_batch(conn, batch)
+            self.store.save_source_state(conn, name, state, time.time())
+            self.store.save_open_state(conn, open_state)
+        self.stats.lines += len(lines)
+        self.stats.batches += 1
+        self.stats.messages += len(messages)
+        self.stats.events += len(rows)
+        return lineno
+
+
+def ingest(paths: list[str], db: str | os.PathLike[str] | None = None, *, wait: float = 0.0,
+           batch_lines: int = BATCH_LINES, classify: Callable[..., Any] | None = None) -> IngestStats:
+    """One ``maillens ingest``: lock, open the store, read every path, unlock."""
+    from maillens.store import default_db_path
+
+    db_path = Path(db) if db is not None else default_db_path()
+    with ingest_lock(db_path, wait):
+        with Store.open(db_path) as store:
+            return Ingester(store, batch_lines=batch_lines, classify=classify).run(paths)
