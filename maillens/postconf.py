@@ -49,6 +49,7 @@ from maillens.restrictions import (
     STAGES,
     AccessMap,
     Restriction,
+    content_checks,
     implicit_checks,
     parse_restriction_list,
 )
@@ -604,6 +605,7 @@ class PostfixConfig:
                 }
                 for s in self.smtpd_services()
             },
+            "content_checks": [r.to_dict() for r in content_checks(self)],
             "rbl_zones": [z.to_dict() for z in self.rbl_zones()],
             "access_maps": [
                 {"restriction": m.restriction, "map": m.spec, "path": m.path, "service": m.service,

@@ -236,6 +236,24 @@ def implicit_checks(cfg: PostfixConfig, service: str = "smtp") -> list[Restricti
         add("sender", "message_size_limit", "message_size_limit")
     if cfg.flag("smtpd_reject_unlisted_recipient", service):
         add("recipient", "reject_unlisted_recipient", "smtpd_reject_unlisted_recipient")
+    if (cfg.parameter("smtpd_milters", service) or "").strip():
+        add("end_of_data", "milter", "smtpd_milters")
+    return found
+
+
+#: Pseudo-service for cleanup(8)'s content checks (header_checks, body_checks).
+CONTENT_SERVICE = "cleanup"
+
+
+def content_checks(cfg: PostfixConfig) -> list[Restriction]:
+    """header/body checks run by cleanup(8), as implicit end_of_data entries of ``cleanup``."""
+    found: list[Restriction] = []
+    for name, params in (("header_checks", ("header_checks", "mime_header_checks", "nested_header_checks")),
+                         ("body_checks", ("body_checks",))):
+        tables = [t for p in params for t in cfg.list_parameter(p)]
+        if tables:
+            found.append(Restriction(CONTENT_SERVICE, "end_of_data", len(found) + 1, name, " ".join(tables),
+                                     False, name, params[0], True, True))
     return found
 
 
@@ -282,6 +300,14 @@ _CLASS_STAGES: Mapping[str, tuple[str, ...]] = {
     "Data command": ("data",),
     "End-of-data": ("end_of_data",),
     "Etrn command": ("etrn",),
+}
+
+#: Reply words → the access checks whose bare REJECT says them.
+_CLASS_ACCESS: Mapping[str, str] = {
+    "Client host": "check_client",
+    "Helo command": "check_helo",
+    "Sender address": "check_sender",
+    "Recipient address": "check_recipient",
 }
 
 #: Restrictions whose reply names the list they ran in rather than what they check.
@@ -373,13 +399,15 @@ class RestrictionMatcher:
     def __init__(self, config: PostfixConfig) -> None:
         self.config = config
         self._checks = {s.name: config.checks(s.name) for s in config.smtpd_services()}
+        self._checks[CONTENT_SERVICE] = content_checks(config)
         self._delay = {name: config.delay_reject(name) for name in self._checks}
         self._services: dict[str, str | None] = {}
 
     def service_of(self, program: str | None) -> str | None:
         key = program or ""
         if key not in self._services:
-            self._services[key] = self.config.service_for_program(program)
+            daemon = key.rsplit("/", 1)[-1]
+            self._services[key] = CONTENT_SERVICE if daemon == "cleanup" else self.config.service_for_program(program)
         return self._services[key]
 
     def match(self, event: Any) -> tuple[Restriction | None, str]:
@@ -395,6 +423,12 @@ class RestrictionMatcher:
         zone = (_field(event, "rbl") or "").lower().rstrip(".")
         if name in ZONE_RESTRICTIONS and zone:
             candidates = [r for r in candidates if r.zone is not None and r.zone.domain == zone]
+        if name in GENERIC_RESTRICTIONS:
+            m = _REPLY_CLASS.search(_field(event, "reason") or _field(event, "raw") or "")
+            lists = _CLASS_STAGES[m.group(1)] if m else EVALUATION_ORDER
+            in_list = [r for r in candidates if r.stage in lists]
+            # a plain 'reject' in another list cannot have said these words: an access map's REJECT did
+            candidates = in_list or (self._access_by_reply(service, event) if name == "reject" else []) or candidates
         if not candidates:
             what = f"{name} {zone}".strip()
             return None, f"{what} is not configured for service {service}"
@@ -403,12 +437,15 @@ class RestrictionMatcher:
         stage = _field(event, "stage") or ""
         allowed = evaluation_stages(stage, self._delay.get(service, True))
         candidates = _prefer(candidates, lambda r: r.stage in allowed)
-        if name in GENERIC_RESTRICTIONS:
-            m = _REPLY_CLASS.search(_field(event, "reason") or _field(event, "raw") or "")
-            if m:
-                lists = _CLASS_STAGES[m.group(1)]
-                candidates = _prefer(candidates, lambda r: r.stage in lists)
         return candidates[0], ""
+
+    def _access_by_reply(self, service: str, event: Any) -> list[Restriction]:
+        """A bare ``REJECT`` in an access map logs like ``reject``: "Sender address rejected: Access denied"."""
+        m = _REPLY_CLASS.search(_field(event, "reason") or _field(event, "raw") or "")
+        prefix = _CLASS_ACCESS.get(m.group(1)) if m else None
+        if prefix is None:
+            return []
+        return [r for r in self._checks.get(service, []) if r.map is not None and r.name.startswith(prefix)]
 
     def tally(self, events: Iterable[Any]) -> Effectiveness:
         """Count hits per entry over ``events`` (non-reject events are skipped)."""

@@ -208,3 +208,58 @@ def test_parse_since_durations() -> None:
     assert parse_since("7d", now) == datetime.fromisoformat("2026-11-03T12:00:00+00:00")
     assert parse_since("90m", now) == datetime.fromisoformat("2026-11-10T10:30:00+00:00")
     assert parse_since("2026-11-09", now) == datetime.fromisoformat("2026-11-09T00:00:00+00:00")
+
+
+SYNTH_MAIN_CF = """\
+smtpd_client_restrictions = permit_mynetworks
+smtpd_sender_restrictions = check_sender_access hash:/etc/postfix/sender_access
+smtpd_recipient_restrictions = check_client_access cidr:/etc/postfix/client.cidr,
+    reject_unauth_destination, warn_if_reject reject_unknown_helo_hostname, reject
+header_checks = regexp:/etc/postfix/header_checks
+smtpd_milters = inet:127.0.0.1:11332
+"""
+SYNTH_LOG = [
+    # access map REJECT without text: logged like 'reject', belongs to the map
+    "Nov 10 10:00:01 mx postfix/smtpd[1]: NOQUEUE: reject: RCPT from unknown[192.0.2.1]: 554 5.7.1 <a@spam.example>:"
+    " Sender address rejected: Access denied; from=<a@spam.example> to=<u@example.org> proto=ESMTP helo=<x.example>",
+    "Nov 10 10:00:02 mx postfix/smtpd[1]: NOQUEUE: reject: RCPT from unknown[192.0.2.2]: 554 5.7.1 <unknown[192.0.2.2]>:"
+    " Client host rejected: go away; from=<a@b.example> to=<u@example.org> proto=ESMTP helo=<x.example>",
+    # the final plain 'reject' of the recipient list
+    "Nov 10 10:00:03 mx postfix/smtpd[1]: NOQUEUE: reject: RCPT from unknown[192.0.2.3]: 554 5.7.1 <u@example.org>:"
+    " Recipient address rejected: Access denied; from=<a@b.example> to=<u@example.org> proto=ESMTP helo=<x.example>",
+    "Nov 10 10:00:04 mx postfix/smtpd[1]: NOQUEUE: reject_warning: RCPT from unknown[192.0.2.4]: 450 4.7.1"
+    " <nowhere.example>: Helo command rejected: Host not found; from=<a@b.example> to=<u@example.org> proto=ESMTP"
+    " helo=<nowhere.example>",
+    "Nov 10 10:00:05 mx postfix/cleanup[2]: 4jNNYF2l5FzJ9cR: reject: header Subject: buy now from unknown[192.0.2.5];"
+    " from=<a@b.example> to=<u@example.org> proto=ESMTP helo=<x.example>: 5.7.1 no thanks",
+    "Nov 10 10:00:06 mx postfix/smtpd[1]: 4jNNYF2l5FzJ9cS: milter-reject: END-OF-MESSAGE from unknown[192.0.2.6]:"
+    " 5.7.1 Spam message rejected; from=<a@b.example> to=<u@example.org> proto=ESMTP helo=<x.example>",
+    # rejected by something this configuration does not have
+    "Nov 10 10:00:07 mx postfix/smtpd[1]: NOQUEUE: reject: RCPT from unknown[192.0.2.7]: 554 5.7.1 Service unavailable;"
+    " Client host [192.0.2.7] blocked using zen.spamhaus.org; from=<a@b.example> to=<u@example.org> proto=ESMTP"
+    " helo=<x.example>",
+]
+
+
+def test_access_maps_content_checks_and_milters(tmp_path: Path) -> None:
+    (tmp_path / "main.cf").write_text(SYNTH_MAIN_CF)
+    log = tmp_path / "mail.log"
+    log.write_text("\n".join(SYNTH_LOG) + "\n")
+    result = CliRunner().invoke(
+        cli, ["restrictions", "--postfix-config", str(tmp_path), str(log), "--json", "--unexplained"],
+        catch_exceptions=False,
+    )
+    out = json.loads(result.output)
+    hits = {(r["service"], r["stage"], r["position"], r["restriction"]): (r["hits"], r["warnings"])
+            for r in out["restrictions"] if r["hits"] or r["warnings"]}
+    assert hits == {
+        ("smtp", "sender", 1, "check_sender_access"): (1, 0),
+        ("smtp", "recipient", 1, "check_client_access"): (1, 0),
+        ("smtp", "recipient", 3, "reject_unknown_helo_hostname"): (0, 1),
+        ("smtp", "recipient", 4, "reject"): (1, 0),
+        ("smtp", "end_of_data", 1, "milter"): (1, 0),
+        ("cleanup", "end_of_data", 1, "header_checks"): (1, 0),
+    }
+    assert [(u["restriction"], u["rbl"], u["count"]) for u in out["unexplained"]] == [
+        ("reject_rbl_client", "zen.spamhaus.org", 1)
+    ]

@@ -71,20 +71,23 @@ def _events_from_store(db: str | None, since: datetime | None) -> Iterator[dict[
         )
 
 
+def _entry_label(r: Any) -> str:
+    if r.implicit:
+        return f"({r.parameter}) {r.name}"
+    return f"{'warn_if_reject ' if r.warn_only else ''}{r.name}{' ' + r.argument if r.argument else ''}"
+
+
 def _restrictions_text(result: Any, source: str) -> str:
     lines = [f"Postfix configuration: {source}", ""]
-    header = f"{'service':<11} {'stage':<11} {'pos':>3}  {'restriction':<54} {'hits':>6} {'warn':>5}  status"
+    width = min(72, max([len(_entry_label(row.restriction)) for row in result.rows] + [11]))
+    header = f"{'service':<11} {'stage':<11} {'pos':>3}  {'restriction':<{width}} {'hits':>6} {'warn':>5}  status"
     lines.append(header)
     lines.append("-" * len(header))
     for row in result.rows:
         r = row.restriction
-        name = f"{'warn_if_reject ' if r.warn_only else ''}{r.name}{' ' + r.argument if r.argument else ''}"
-        if r.implicit:
-            name = f"({r.parameter}) {r.name}"
         status = {"fired": "", "accepts_only": "-"}.get(row.status, row.status.replace("_", " "))
-        lines.append(
-            f"{r.service or '':<11} {r.stage:<11} {r.position:>3}  {name[:54]:<54} {row.hits:>6} {row.warnings:>5}  {status}"
-        )
+        lines.append(f"{r.service or '':<11} {r.stage:<11} {r.position:>3}  {_entry_label(r)[:width]:<{width}} "
+                     f"{row.hits:>6} {row.warnings:>5}  {status}".rstrip())
     for title, status in (("Never fired", "never_fired"), ("Only reject_warning (ready to be made real)", "warn_only")):
         rows = result.by_status(status)
         if rows:
