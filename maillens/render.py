@@ -32,6 +32,12 @@ TEXT_TEMPLATE = "report.txt.j2"
 MAIL_TEMPLATE = "mail.html.j2"
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_ONE_LINE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def one_line(value: Any) -> str:
+    """A log field as one line of plain characters (no breaks, no bidi tricks)."""
+    return _ONE_LINE.sub("\N{REPLACEMENT CHARACTER}", "" if value is None else str(value))
 
 
 def builtin_template_dir() -> Path:
@@ -49,17 +55,18 @@ def user_template_dir(section: Mapping[str, Any] | None) -> Path | None:
 
 
 def _finalize(value: Any) -> Any:
-    """Applied to every ``{{ }}``: no ``None`` printed, no control characters."""
+    """Applied to every ``{{ }}``: no ``None`` printed, no control characters.
+
+    Line breaks survive here because macros and ``texttable`` return several
+    lines; single log fields lose theirs earlier (``one_line`` in ``cell``,
+    ``ReportData`` for host and source), so a field cannot fake a line.
+    Markup stays Markup: swapping a character for U+FFFD cannot open a tag.
+    """
     if value is None:
         return ""
     if isinstance(value, str):
-        # Markup (a macro's or texttable's output) stays Markup and keeps its
-        # line breaks: swapping a character for U+FFFD cannot open a tag, and
-        # re-escaping would print the macro's own tags as text.  A plain value
-        # is one log field: a line break in it is as foreign as any control.
-        if hasattr(value, "__html__"):
-            return type(value)(_CONTROL.sub("\N{REPLACEMENT CHARACTER}", value))
-        return _CONTROL.sub("\N{REPLACEMENT CHARACTER}", value.replace("\n", "\N{REPLACEMENT CHARACTER}"))
+        cleaned = _CONTROL.sub("\N{REPLACEMENT CHARACTER}", value)
+        return type(value)(cleaned) if hasattr(value, "__html__") else cleaned
     return value
 
 
@@ -91,6 +98,7 @@ def environment(section: Mapping[str, Any] | None = None) -> "jinja2.Environment
         cell=fmt_cell,
         clip=clip,
         texttable=text_table,
+        line=one_line,
         lpad=lambda v, w: str(v).rjust(int(w)),
         rpad=lambda v, w: str(v).ljust(int(w)),
     )
@@ -142,8 +150,8 @@ def fmt_cell(value: Any, column: Column) -> str:
     if column.kind == "bytes":
         return fmt_bytes(value)
     if column.kind == "list":
-        return ", ".join(str(v) for v in (value or ()))
-    return "" if value is None else str(value)
+        return one_line(", ".join(str(v) for v in (value or ())))
+    return one_line(value)
 
 
 def text_table(t: Any, indent: int = 3, width: int = 70) -> Any:

@@ -333,30 +333,57 @@ def address_tables(store: "Store", day: date, top: int) -> dict[str, Any]:
     return out
 
 
+def _reply_stats(part: "pd.DataFrame") -> "pd.DataFrame":
+    return part.groupby("domain", sort=False).agg(
+        n=("status", "size"),
+        dsn=("dsn", lambda s: tuple(s[s != ""].value_counts().index[:3])),
+        reply=("reply", lambda s: s.value_counts().index[0] if len(s) else ""),
+    )
+
+
 def failure_tables(store: "Store", day: date, top: int) -> dict[str, Any]:
-    """Bounces and deferrals by destination domain, with DSN codes and replies."""
+    """Bounces and deferrals by destination domain, with DSN codes and replies.
+
+    Bounce counts come from the delivery records (bounced messages are
+    finished, so they are written).  Deferral counts come from the per-domain
+    ``defers`` of ``addr_stats``, pflogsumm's figure, because a message still
+    in the queue has no record yet; its DSN and reply texts come from the
+    records there are (a domain whose deferred mail is all still queued shows
+    none).
+    """
     import pandas as pd
 
     lo, hi = _day_bounds(day)
     frame = pd.read_sql_query(
         "SELECT recipient, status, dsn, reply FROM deliveries WHERE ts >= ? AND ts < ? "
         "AND status IN ('bounced', 'deferred')",
-        store.connection, params=(lo, hi))  # fmt: skip
+        store.connection, params=(lo, hi)).fillna("")  # fmt: skip
+    frame = frame.assign(domain=frame["recipient"].map(_domain))
     out: dict[str, Any] = {}
-    for status, key in (("bounced", "bounces_by_domain"), ("deferred", "deferrals_by_domain")):
-        part = frame[frame["status"] == status].fillna("")
-        if not len(part):
-            continue
-        part = part.assign(domain=part["recipient"].map(_domain))
-        stats = part.groupby("domain", sort=False).agg(
-            n=("status", "size"),
-            dsn=("dsn", lambda s: tuple(s[s != ""].value_counts().index[:3])),
-            reply=("reply", lambda s: s.value_counts().index[0] if len(s) else ""),
-        ).reset_index().sort_values(["n", "domain"], ascending=[False, True])
+    cols = [("domain", "text"), ("", "int"), ("DSN", "list"), ("most frequent reply", "text")]
+    bounced = frame[frame["status"] == "bounced"]
+    if len(bounced):
+        stats = _reply_stats(bounced).reset_index().sort_values(["n", "domain"], ascending=[False, True])
         shown, more = _top(stats, top)
-        out[key] = table(
-            [("domain", "text"), (status, "int"), ("DSN", "list"), ("most frequent reply", "text")],
-            [(_clip(r.domain), int(r.n), _names(r.dsn), _clip(r.reply)) for r in shown.itertuples()], more)  # fmt: skip
+        cols[1] = ("bounced", "int")
+        out["bounces_by_domain"] = table(
+            cols, [(_clip(r.domain), int(r.n), _names(r.dsn), _clip(r.reply)) for r in shown.itertuples()], more)
+    defers = pd.read_sql_query(
+        "SELECT key AS domain, defers AS n FROM addr_stats WHERE day = ? AND kind = 'recipient_domain' "
+        "AND defers > 0", store.connection, params=(day.isoformat(),))  # fmt: skip
+    if len(defers):
+        deferred = frame[frame["status"] == "deferred"]
+        replies = _reply_stats(deferred) if len(deferred) else None
+        defers = defers.sort_values(["n", "domain"], ascending=[False, True])
+        shown, more = _top(defers, top)
+        rows = []
+        for r in shown.itertuples():
+            known = replies is not None and r.domain in replies.index
+            dsn = _names(replies.at[r.domain, "dsn"]) if known else ()
+            reply = _clip(replies.at[r.domain, "reply"]) if known else ""
+            rows.append((_clip(r.domain), int(r.n), dsn, reply))
+        cols[1] = ("deferrals", "int")
+        out["deferrals_by_domain"] = table(cols, rows, more)
     expired = pd.read_sql_query(
         "SELECT queue_id, sender, nrcpt FROM messages WHERE state = 'expired' AND last_ts >= ? AND last_ts < ? "
         "ORDER BY last_ts",
@@ -379,6 +406,11 @@ def problem_table(store: "Store", day: date, top: int) -> dict[str, Any]:
         return {}
     return {"problems": table([("level", "text"), ("program", "text"), ("message", "text"), ("count", "int")],
                               rows[: max(top, 20)], max(len(rows) - max(top, 20), 0))}  # fmt: skip
+
+
+def _this_host() -> str:
+    fqdn = socket.getfqdn()
+    return fqdn if "." in fqdn and not fqdn.startswith("localhost") else socket.gethostname()
 
 
 # -- the whole report --------------------------------------------------------------------
@@ -426,7 +458,7 @@ def build_report(
     fields.update(problem_table(store, day, top))
     bans_note, suggest_note = notes()
     return ReportData(
-        host=opts.host or socket.getfqdn(),
+        host=opts.host or _this_host(),
         day=day,
         generated_at=(now or datetime.now(timezone.utc)).astimezone(),
         source=source or f"store {store.path}",
@@ -437,6 +469,44 @@ def build_report(
         suggest_note=suggest_note,
         **fields,
     )
+
+
+def report_from_files(
+    paths: Sequence[str],
+    day: date | None = None,
+    *,
+    options: ReportOptions | None = None,
+    postfix: Any = None,
+    now: datetime | None = None,
+) -> ReportData:
+    """Read log files into a throw-away store, then report one day of it.
+
+    The same ingest, tracker and pflogsumm-rule counter as ``maillens ingest``
+    run, so a report from files equals the one from the store.  Without
+    ``day``, the last day the files reach is reported.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from maillens.errors import InputError
+    from maillens.ingest import ingest
+    from maillens.store import Store
+
+    if not paths:
+        raise InputError("no log file given")
+    with tempfile.TemporaryDirectory(prefix="maillens-report-") as tmp:
+        db = Path(tmp) / "report.db"
+        ingest(list(paths), db)
+        store = Store.open(db, readonly=True)
+        try:
+            days = store.days()
+            if not days:
+                raise InputError(f"no dated log lines in {', '.join(paths)}; is it a mail log?")
+            chosen = day or date.fromisoformat(days[-1])
+            label = ", ".join(str(p) for p in paths)
+            return build_report(store, chosen, options=options, postfix=postfix, source=f"files {label}", now=now)
+        finally:
+            store.close()
 
 
 def frames(data: ReportData) -> dict[str, "pd.DataFrame"]:

@@ -1,0 +1,136 @@
+"""One ``maillens report`` run: build, render, write files atomically, mail.
+
+The click command only parses options; this is the importable whole, so cron
+wrappers and tests can run a report without click.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from maillens.errors import ConfigError, InputError, UsageError
+from maillens.reportdata import ReportData
+
+
+@dataclass
+class ReportResult:
+    data: ReportData
+    stdout_text: str | None = None
+    done: list[str] = field(default_factory=list)
+
+
+def write_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Temp file in the target's directory, fsync, rename: a reader (a web
+    server, a mail client) never sees half a report."""
+    target = Path(path)
+    directory = target.parent if str(target.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise InputError(f"cannot write {target}: {exc.strerror}; check that {directory} exists and is writable") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def load_postfix(settings: Any, explicit: str | None) -> Any:
+    """main.cf for "configured but never hit" RBL zones; None when unknown.
+
+    Only an explicit ``--postfix-config`` / ``[postfix] config_dir`` that cannot
+    be read is an error: without one, a host with no Postfix simply gets a
+    report without that line.
+    """
+    config_dir = explicit or settings.section("postfix").get("config_dir")
+    try:
+        from maillens.postconf import load_postfix_config
+    except ImportError:  # pragma: no cover - postconf ships with maillens
+        return None
+    if config_dir:
+        return load_postfix_config(config_dir)
+    try:
+        return load_postfix_config(None)
+    except ConfigError:
+        return None
+
+
+def build(
+    settings: Any,
+    section: Mapping[str, Any],
+    *,
+    day: date | None,
+    files: Sequence[str] = (),
+    db: str | None = None,
+    postfix_config: str | None = None,
+) -> ReportData:
+    from maillens.rollup import ReportOptions, build_report, report_from_files
+    from maillens.store import Store
+
+    options = ReportOptions.from_section(section)
+    postfix = load_postfix(settings, postfix_config)
+    if files:
+        return report_from_files(files, day, options=options, postfix=postfix)
+    if day is None:
+        raise UsageError("give --date (today, yesterday or YYYY-MM-DD)")
+    with Store.open(db, readonly=True) as store:
+        return build_report(store, day, options=options, postfix=postfix)
+
+
+def run_report(
+    settings: Any,
+    section: Mapping[str, Any],
+    *,
+    day: date | None,
+    files: Sequence[str] = (),
+    db: str | None = None,
+    html_path: str | None = None,
+    text_path: str | None = None,
+    mail_to: Sequence[str] = (),
+    mail_default: bool = False,
+    postfix_config: str | None = None,
+) -> ReportResult:
+    """Build the report and deliver it where asked; text to stdout when nowhere."""
+    from maillens import mail, render
+
+    mail_conf = mail.mail_settings(section) if (mail_to or mail_default) else None
+    recipients: tuple[str, ...] = ()
+    if mail_conf is not None:
+        recipients = mail.addresses(list(mail_to), "--mail-to") if mail_to else mail_conf.mail_to
+        if not recipients:
+            raise UsageError("--mail given but [report] mail_to is empty; give --mail-to ADDR")
+    data = build(settings, section, day=day, files=files, db=db, postfix_config=postfix_config)
+    result = ReportResult(data)
+    text = render.render_text(data, section)
+    if html_path:
+        write_atomic(html_path, render.render_html(data, section))
+        result.done.append(f"wrote {html_path}")
+    if text_path == "-" or not (html_path or text_path or mail_conf):
+        result.stdout_text = text
+    elif text_path:
+        write_atomic(text_path, text)
+        result.done.append(f"wrote {text_path}")
+    if mail_conf is not None:
+        msg = mail.build_message(data, text=text, html=render.render_mail_html(data, section),
+                                 mail_from=mail_conf.mail_from, mail_to=recipients)  # fmt: skip
+        where = mail.send(msg, mail_conf)
+        result.done.append(f"mailed to {', '.join(recipients)} via {where}")
+    return result
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use: maillens report")
