@@ -159,25 +159,26 @@ def smtpd_reject_key(rmdr: str) -> tuple[str, str, str] | None:
 
 
 def pflogsumm_cmd(program: str | None, syslog_name: str = "postfix") -> str | None:
-    """The daemon name pflogsumm files a line under, or None when it skips the line.
+    """The daemon name a line is filed under, or None when pflogsumm skips the line.
 
     ``postfix/smtpd`` → ``smtpd``; ``postfix/submission/smtpd`` → ``smtpd``;
-    ``postfix/smtp-25/smtpd`` → ``smtp-25/smtpd`` (pflogsumm's own quirk);
     ``postfix`` / ``postfix-script`` → themselves; anything else → None.
+    Two deliberate differences (docs/counting.md): other master.cf service
+    names (``postfix/smtp-25/smtpd``) end in their daemon, where pflogsumm
+    files them under ``smtp-25/smtpd`` and so never counts what they receive;
+    and second instances (``postfix-out/smtp``) are counted, where pflogsumm
+    skips them unless given ``--syslog-name``.
     """
     if not program:
         return None
-    for prefix in ("postfix", syslog_name):
-        if program.startswith(prefix + "/"):
-            rest = program[len(prefix) + 1:]
-            for svc in ("smtps/", "submission/"):
-                if rest.startswith(svc) and len(rest) > len(svc):
-                    rest = rest[len(svc):]
-                    break
-            return rest
-    if program in ("postfix", "postfix-script"):
-        return program
-    return None
+    head, sep, rest = program.partition("/")
+    if not sep:
+        return program if program in ("postfix", "postfix-script", syslog_name) else None
+    if head != "postfix" and head != syslog_name and not head.startswith("postfix-"):
+        return None
+    if "/" in rest:
+        rest = rest.rsplit("/", 1)[1]
+    return rest or None
 
 
 class Counter:

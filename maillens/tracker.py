@@ -302,3 +302,101 @@ class Tracker:
         self.open = dict(state.get("message", {}))
         self.sessions = dict(state.get("session", {}))
         self.next_sweep = float(state.get("tracker", {}).get("state", {}).get("next_sweep", 0.0))
+
+
+# -- trace: find and tell a message's story ------------------------------------------------
+def _matches(msg: dict[str, Any], queue_id: str | None, sender: str | None, recipient: str | None,
+             client_ip: str | None) -> bool:
+    if queue_id and queue_id not in (msg["queue_id"], msg.get("parent_queue_id")):
+        return False
+    if sender is not None and (msg.get("sender") or "").lower() != sender.lower():
+        return False
+    if client_ip is not None and msg.get("client_ip") != client_ip:
+        return False
+    if recipient is not None and not any(
+        (d.get("recipient") or "").lower() == recipient.lower() for d in msg.get("deliveries", ())
+    ):
+        return False
+    return True
+
+
+def find_messages(files: list[str], db: Any, *, queue_id: str | None = None, sender: str | None = None,
+                  recipient: str | None = None, client_ip: str | None = None
+                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Messages (and, with ``client_ip``, that client's rejects) from files or the store."""
+    if files:
+        from maillens.sources import iter_events
+
+        tracker = Tracker()
+        found: list[dict[str, Any]] = []
+        rejects: list[dict[str, Any]] = []
+        for ev in iter_events(files):
+            tracker.feed(ev)
+            if client_ip and ev.kind in ("reject", "reject_warning", "sasl_failure") and ev.client_ip == client_ip:
+                rejects.append({"ts": ev.ts.timestamp() if ev.ts else None, "kind": ev.kind, "raw": ev.raw,
+                                "queue_id": ev.queue_id, "restriction": ev.restriction, "reason": ev.reason})
+            if tracker.finished:
+                found += [m for m in tracker.drain() if _matches(m, queue_id, sender, recipient, client_ip)]
+        tracker.close_all()
+        found += [m for m in tracker.drain() if _matches(m, queue_id, sender, recipient, client_ip)]
+        for m in found:
+            if m["state"] == "incomplete":
+                m["state"] = "open at end of input"
+        return sorted(found, key=lambda m: m["first_ts"]), rejects
+    from maillens.store import Store
+
+    with Store.open(db, readonly=True) as store:
+        msgs = store.messages(queue_id=queue_id, sender=sender, recipient=recipient, client_ip=client_ip)
+        for m in list(msgs):  # the non-delivery notices a message caused belong to its story
+            for child in (m.get("bounce_queue_ids") or "").split(","):
+                if child and all(x["queue_id"] != child for x in msgs):
+                    msgs += store.messages(queue_id=child)
+        rejects = list(store.events(kinds=("reject", "reject_warning", "sasl_failure"), client_ip=client_ip,
+                                    columns=("ts", "kind", "queue_id", "restriction", "reason", "raw"))
+                       ) if client_ip else []
+    return msgs, rejects
+
+
+def _when(ts: float | None) -> str:
+    from datetime import datetime, timezone
+
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def format_story(messages: list[dict[str, Any]], rejects: list[dict[str, Any]]) -> str:
+    """Plain text: one block per message, then the client's rejects."""
+    out: list[str] = []
+    for m in messages:
+        out.append(f"{m['queue_id']}  ({m['state']})")
+        if m.get("connect_ts") is not None:
+            out.append(f"  {_when(m['connect_ts'])}  connect from {m.get('client_name') or '?'}[{m.get('client_ip') or '?'}]")
+        elif m.get("client_ip"):
+            out.append(f"  {_when(m['first_ts'])}  received via {m.get('origin') or '?'} from "
+                       f"{m.get('client_name') or '?'}[{m['client_ip']}]")
+        elif m.get("origin"):
+            out.append(f"  {_when(m['first_ts'])}  created by {m['origin']}")
+        facts = [f"helo={m['helo']}" if m.get("helo") else None,
+                 f"sasl={m.get('sasl_method')}:{m['sasl_username']}" if m.get("sasl_username") else None,
+                 f"message-id={m['message_id']}" if m.get("message_id") else None]
+        if any(facts):
+            out.append("  " + " ".join(f for f in facts if f))
+        if m.get("parent_queue_id"):
+            out.append(f"  bounce notice for {m['parent_queue_id']}")
+        out.append(f"  {_when(m['first_ts'])}  queued from=<{m.get('sender') or ''}> size={m.get('size')} "
+                   f"nrcpt={m.get('nrcpt')}")
+        for d in m.get("deliveries", ()):
+            extra = f" delay={d['delay']}" if d.get("delay") is not None else ""
+            out.append(f"  {_when(d.get('ts'))}  to=<{d.get('recipient') or ''}> {d.get('status')} "
+                       f"relay={d.get('relay') or '-'} dsn={d.get('dsn') or '-'}{extra}"
+                       + (f" ({d['reply']})" if d.get("reply") else ""))
+        if m.get("bounce_queue_ids"):
+            out.append(f"  non-delivery notice queued as {m['bounce_queue_ids']}")
+        out.append(f"  {_when(m['last_ts'])}  {m['state']}")
+        out.append("")
+    if rejects:
+        out.append("rejects and failures of this client:")
+        out += [f"  {_when(r.get('ts'))}  {r['kind']} {r.get('restriction') or ''} {r.get('reason') or ''}".rstrip()
+                for r in rejects]
+    return "\n".join(out).rstrip("\n")

@@ -1,0 +1,125 @@
+"""``maillens ingest``, ``summary`` and ``trace``: the store at the terminal."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+
+from maillens.cli.main import handle_errors, load_settings
+from maillens.errors import NotFoundError, UsageError
+
+DEFAULT_LOG = "/var/log/mail.log"
+
+db_option = click.option(
+    "--db", "db", type=click.Path(dir_okay=False), default=None,
+    help="The store (default: [store] db, else /var/lib/maillens/maillens.db as root, the XDG state dir otherwise).",
+)  # fmt: skip
+
+
+def _db(ctx: click.Context, db: str | None) -> Path:
+    from maillens.store import default_db_path
+
+    if db:
+        return Path(db)
+    configured = load_settings(ctx).get("store", "db")
+    if configured is not None and not isinstance(configured, str):
+        raise UsageError("[store] db in the config must be a file path string")
+    return Path(configured) if configured else default_db_path()
+
+
+@click.command()
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
+@db_option
+@click.option("--wait", type=float, default=0.0, show_default=True,
+              help="Seconds to wait for another running ingest before giving up.")
+@click.option("--batch-lines", type=click.IntRange(100), default=50_000, show_default=True,
+              help="Lines per transaction (each commits its offset with its figures).")
+@click.pass_context
+@handle_errors
+def ingest(ctx: click.Context, files: tuple[str, ...], db: str | None, wait: float, batch_lines: int) -> None:
+    """Read what is new in FILE... (default /var/log/mail.log) into the store.
+
+    Run it every few minutes (cron, systemd timer): it continues where the
+    last run stopped, across rename-and-create and copytruncate rotation.
+    """
+    from maillens.ingest import ingest as run_ingest
+
+    paths = list(files) or [DEFAULT_LOG]
+    for p in paths:
+        if not Path(p).exists() and not list(Path(p).parent.glob(Path(p).name + ".*")):
+            raise UsageError(f"{p} does not exist; give the mail log to read (ingest does not read the journal yet)")
+    stats = run_ingest(paths, _db(ctx, db), wait=wait, batch_lines=batch_lines)
+    click.echo(
+        f"ingested {stats.lines} lines from {stats.files} file(s): {stats.messages} messages closed, "
+        f"{stats.events} events stored",
+        err=True,
+    )
+
+
+@click.command()
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
+@db_option
+@click.option("--date", "date_spec", default=None, metavar="WHEN",
+              help="today, yesterday, YYYY-MM-DD or FROM..TO (default: everything).")
+@click.option("--json", "as_json", is_flag=True, help="Print the same facts as JSON.")
+@click.option("--top", type=int, default=-1, help="Rows per list (default: all, like pflogsumm).")
+@click.pass_context
+@handle_errors
+def summary(ctx: click.Context, files: tuple[str, ...], db: str | None, date_spec: str | None,
+            as_json: bool, top: int) -> None:
+    """A pflogsumm-like summary of FILE... or, without files, of the store."""
+    from maillens.store import Store
+    from maillens.summary import SummaryData, parse_date_spec, render_json, render_text, summarize_events, today_for
+
+    days = parse_date_spec(date_spec, today_for())
+    if files:
+        from maillens.sources import iter_events
+
+        data = summarize_events(iter_events(list(files)), days)
+    else:
+        with Store.open(_db(ctx, db), readonly=True) as store:
+            data = SummaryData.from_store(store, *(days or (None, None)))
+    click.echo(render_json(data) if as_json else render_text(data, top))
+
+
+@click.command()
+@click.argument("queue_id", required=False)
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
+@db_option
+@click.option("--sender", default=None, help="Messages from this envelope sender.")
+@click.option("--recipient", default=None, help="Messages to this recipient.")
+@click.option("--client", "client_ip", default=None, help="Messages and rejects of this client IP.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per message.")
+@click.pass_context
+@handle_errors
+def trace(ctx: click.Context, queue_id: str | None, files: tuple[str, ...], db: str | None, sender: str | None,
+          recipient: str | None, client_ip: str | None, as_json: bool) -> None:
+    """The whole story of a message: QUEUEID, or --sender/--recipient/--client.
+
+    With FILE... the logs are read now; otherwise the store is asked.
+    """
+    from maillens.tracker import find_messages, format_story
+
+    if queue_id and (sender or recipient or client_ip) and Path(queue_id).exists():
+        files, queue_id = (queue_id, *files), None  # `trace --client IP FILE`
+    if not (queue_id or sender or recipient or client_ip):
+        raise UsageError("say which message: a QUEUEID, or --sender, --recipient or --client")
+    messages, rejects = find_messages(
+        list(files), _db(ctx, db) if not files else None, queue_id=queue_id, sender=sender,
+        recipient=recipient, client_ip=client_ip,
+    )  # fmt: skip
+    if not messages and not rejects:
+        what = queue_id or sender or recipient or client_ip
+        raise NotFoundError(f"no message found for {what}")
+    if as_json:
+        for m in messages:
+            click.echo(json.dumps(m, ensure_ascii=False, default=str))
+        for r in rejects:
+            click.echo(json.dumps(r, ensure_ascii=False, default=str))
+        return
+    click.echo(format_story(messages, rejects))
