@@ -10,7 +10,9 @@ postconf does not print, are checked against the split Postfix documents
 
 from __future__ import annotations
 
+import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,10 @@ pytestmark = pytest.mark.oracle
 
 def postconf(directory: Path, *args: str) -> str:
     exe = require_tool("postconf", reason="Debian package postfix")
+    for name in ("main.cf", "master.cf"):  # postconf waits while a file is under 2 s old
+        path = directory / name
+        if path.exists() and path.stat().st_mtime > time.time() - 5:
+            os.utime(path, (time.time() - 60, time.time() - 60))
     done = subprocess.run([exe, "-c", str(directory), *args], capture_output=True, text=True, check=True)
     return done.stdout
 
@@ -271,3 +277,28 @@ def test_hostile_input_does_not_crash(tmp_path: Path) -> None:
     assert [r.name for r in cfg.restrictions("smtp", "client")] == ["reject_rbl_client"]
     assert cfg.parameter("smtpd_banner") is not None
     cfg.to_dict()
+
+
+def test_local_postfix_through_postconf(tmp_path: Path, dev_corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a directory maillens asks the local Postfix (postconf -n/-d/-Mf): same model.
+
+    MAIL_CONFIG points the real postconf at a copy of the corpus configuration.
+    """
+    exe = require_tool("postconf", reason="Debian package postfix")
+    for name in ("main.cf", "master.cf"):
+        (tmp_path / name).write_text((dev_corpus / "config" / name).read_text())
+        os.utime(tmp_path / name, (time.time() - 60, time.time() - 60))  # postconf waits on fresh files
+    monkeypatch.setenv("MAIL_CONFIG", str(tmp_path))
+    via_postconf = load_postfix_config(postconf=exe)
+    direct = load_postfix_config(tmp_path)
+    assert via_postconf.source == f"{exe} -n"
+    assert [r.to_dict() for r in via_postconf.all_restrictions()] == [r.to_dict() for r in direct.all_restrictions()]
+    assert [(s.key, dict(s.overrides)) for s in via_postconf.services] == [
+        (s.key, dict(s.overrides)) for s in direct.services
+    ]
+    assert via_postconf.rbl_zones() == direct.rbl_zones()
+    assert via_postconf.mynetworks == postconf(tmp_path, "-xh", "mynetworks").split()
+    # defaults come from postconf -d: what this Postfix really uses
+    assert via_postconf.parameter("smtpd_reject_unlisted_recipient") == postconf(
+        tmp_path, "-xh", "smtpd_reject_unlisted_recipient").strip()
+    assert via_postconf.locate("/etc/postfix/access.client") is None  # not copied: honest None

@@ -263,3 +263,30 @@ def test_access_maps_content_checks_and_milters(tmp_path: Path) -> None:
     assert [(u["restriction"], u["rbl"], u["count"]) for u in out["unexplained"]] == [
         ("reject_rbl_client", "zen.spamhaus.org", 1)
     ]
+
+
+def test_from_the_store_equals_truth(tmp_path: Path, dev_corpus: Path) -> None:
+    """Without log files the command reads what 'maillens ingest' stored."""
+    db = tmp_path / "store.db"
+    runner = CliRunner()
+    ingest = runner.invoke(cli, ["ingest", "--db", str(db), str(dev_corpus / "maillog")], catch_exceptions=False)
+    assert ingest.exit_code == 0, ingest.output
+    result = runner.invoke(cli, ["restrictions", "--db", str(db), "--postfix-config", str(dev_corpus / "config"),
+                                 "--json", "--unexplained"], catch_exceptions=False)
+    out = json.loads(result.output)
+    rejects, warnings = truth_counts(dev_corpus)
+    assert {row_key(r): r["hits"] for r in out["restrictions"] if r["hits"]} == dict(rejects)
+    assert {row_key(r): r["warnings"] for r in out["restrictions"] if r["warnings"]} == dict(warnings)
+    assert out["unexplained"] == []
+
+
+def test_hostile_log_does_not_crash(tmp_path: Path, dev_corpus: Path) -> None:
+    log = tmp_path / "junk.log"
+    log.write_bytes(b"\x00\xff\xfe garbage\n" + b"Nov 10 10:00:01 mx postfix/smtpd[1]: NOQUEUE: reject: RCPT from"
+                    b" \n" + b"x" * 100_000 + b"\n")
+    result = CliRunner().invoke(
+        cli, ["restrictions", "--postfix-config", str(dev_corpus / "config"), str(log), "--json", "--unexplained"],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0
+    assert all(r["hits"] == 0 for r in json.loads(result.output)["restrictions"])
