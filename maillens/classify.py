@@ -9,7 +9,8 @@ turns a match's groups into an ``Event``:
   value of that group"), other ``key=value`` words are constant fields;
 * ``ip4``/``ip6`` become ``client_ip``; the failure id ``fid`` becomes
   ``queue_id`` unless the rule says ``fid=other_field``;
-* an empty group ``r__NAME`` that took part in the match names the restriction;
+* an empty group ``r__NAME`` (or ``r__NAME_N``, as group names must be unique)
+  that took part in the match names the restriction;
 * ``alt_NAME[_N]`` groups fill ``NAME`` (fail2ban's own convention).
 
 Speed: per program, the ``^``-anchored failregex lines of a filter are joined
@@ -37,6 +38,7 @@ _ANNOTATION_RE = re.compile(r"\(\?#[^)]*\)")
 _CHECK_RESTRICTION = {"header": "header_checks", "mime-header": "header_checks",
                       "nested-header": "header_checks", "body": "body_checks"}
 _SPF_IDENTITY = {"mfrom": "mailfrom", "helo": "helo", "mailfrom": "mailfrom"}
+_MARKER_SUFFIX = re.compile(r"_\d+$")
 _COUNTER_RE = re.compile(r"(\w+)=(\d+)(?:/(\d+))?")
 
 
@@ -183,7 +185,7 @@ def _fill_event(event: Event, groups: dict[str, Any], annotations: dict[str, str
     restriction = None
     for name, value in groups.items():
         if name.startswith("r__"):
-            restriction = name[3:]
+            restriction = _MARKER_SUFFIX.sub("", name[3:])
         elif name.startswith("alt_"):
             base = re.sub(r"_\d+$", "", name[4:])
             data.setdefault(base, value)
