@@ -498,8 +498,9 @@ class PostfixConfig:
         """The literal networks in ``mynetworks`` (files and tables skipped), for ban exclusion."""
         nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         for entry in self.mynetworks:
-            text = entry.lstrip("!")
-            text = re.sub(r"^\[([^\]]+)\]", r"\1", text)
+            if entry.startswith("!"):  # an exclusion, not a trusted network
+                continue
+            text = re.sub(r"^\[([^\]]+)\]", r"\1", entry)
             try:
                 nets.append(ipaddress.ip_network(text, strict=False))
             except ValueError:
