@@ -8,6 +8,8 @@ against the corpus truth and ``maillens summary``.
 from __future__ import annotations
 
 from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any
 
 from maillens.reportdata import Figure, HourRow, ReportData, table
 
@@ -73,3 +75,41 @@ def sample_report(**overrides: object) -> ReportData:
     )
     data.update(overrides)
     return ReportData(**data)  # type: ignore[arg-type]
+
+
+# -- a real store from a corpus log --------------------------------------------------------
+
+#: A reject line whose HELO is markup, put into the corpus log's first day.
+EVIL_LINE = (
+    "Nov  9 23:59:58 mx postfix/smtpd[99999]: NOQUEUE: reject: RCPT from unknown[127.250.0.1]: "
+    "450 4.7.25 Client host rejected: cannot find your hostname, [127.250.0.1]; "
+    f"from=<x@evil.example> to=<alice@example.org> proto=ESMTP helo=<{EVIL_HELO}>"
+)
+
+
+def corpus_classifier(directory: Path) -> Any:
+    """UTC and the corpus's own end as the year reference: no dependence on
+    the machine's clock or zone (the corpus ran in UTC)."""
+    import json
+    from datetime import datetime, timezone
+
+    from maillens.classify import Classifier
+
+    last = datetime.fromisoformat(json.loads((directory / "summary.json").read_text())["last_timestamp"])
+    return Classifier(reference_time=last, tz=timezone.utc)
+
+
+def ingest_corpus(directory: Path, db: Path, *, evil: bool = False, work: Path | None = None) -> Path:
+    """Ingest a corpus ``maillog`` into the store ``db`` (optionally with EVIL_LINE)."""
+    from maillens.ingest import ingest
+
+    log = directory / "maillog"
+    if evil:
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
+        cut = next((i for i, line in enumerate(lines) if line.startswith("Nov 10")), len(lines))
+        # enough copies to top the "HELO names of rejected clients" table
+        lines[cut:cut] = [EVIL_LINE + "\n"] * 400
+        log = (work or db.parent) / "maillog-evil"
+        log.write_text("".join(lines), encoding="utf-8")
+    ingest([str(log)], db, classify=corpus_classifier(directory).classify)
+    return db
