@@ -337,7 +337,8 @@ class Ingester:
         self.tracker.incomplete = {}
         messages = self.tracker.drain()
         batch = Batch(counts=counts, deferred=deferred, addr_stats=addr, details=details, events=rows,
-                      messages=messages)
+                      messages=messages, late_links=self.tracker.late_links)
+        self.tracker.late_links = []
         head, head_len = self._head_of(seg, fd, end)
         st = os.fstat(fd) if fd >= 0 else os.stat(seg.path)
         state = {"inode": st.st_ino, "dev": st.st_dev, "offset": end, "head": head, "head_len": head_len,

@@ -220,6 +220,8 @@ class Batch:
     details: dict[tuple[str, str, str, str, str], int] = field(default_factory=dict)
     events: list[tuple[Any, ...]] = field(default_factory=list)
     messages: list[dict[str, Any]] = field(default_factory=list)
+    #: (notice queue ID, parent queue ID) for notices stored before the link was seen.
+    late_links: list[tuple[str, str]] = field(default_factory=list)
 
 
 class Store:
@@ -341,6 +343,12 @@ class Store:
             conn.executemany(f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({marks})", batch.events)
         if batch.messages:
             self._write_messages(conn, batch.messages)
+        for child, parent in batch.late_links:
+            conn.execute(
+                "UPDATE messages SET parent_queue_id = ?, origin = coalesce(origin, 'bounce') WHERE id = "
+                "(SELECT max(id) FROM messages WHERE queue_id = ?) AND parent_queue_id IS NULL",
+                (parent, child),
+            )
 
     @staticmethod
     def _write_messages(conn: sqlite3.Connection, messages: list[dict[str, Any]]) -> None:

@@ -60,6 +60,9 @@ class Tracker:
         self.open: dict[str, dict[str, Any]] = {}
         self.sessions: dict[str, dict[str, Any]] = {}
         self.finished: list[dict[str, Any]] = []
+        #: (notice queue ID, parent queue ID) learnt after the notice was closed:
+        #: the store applies them to records it already holds.
+        self.late_links: list[tuple[str, str]] = []
         #: Records written out as incomplete, per day of their last line.
         self.incomplete: dict[str, int] = {}
         self.next_sweep = 0.0
@@ -266,7 +269,10 @@ class Tracker:
         if parent["bounce_queue_ids"] is None:
             parent["bounce_queue_ids"] = []
         parent["bounce_queue_ids"].append(child_id)
-        child = self._message(ev, ts, child_id)
+        child = self.open.get(child_id)
+        if child is None:  # bounce often logs after the notice was delivered and removed
+            self.late_links.append((child_id, parent["queue_id"]))
+            child = next((m for m in reversed(self.finished[-500:]) if m["queue_id"] == child_id), None)
         if child is not None:
             child["parent_queue_id"] = parent["queue_id"]
             if child["origin"] is None:
@@ -285,10 +291,7 @@ class Tracker:
             msg = self.open.get(qid)
             if msg is None or msg["nrcpt"] is not None:
                 continue
-            if msg["message_id"] is None:
-                self._close(msg, "abandoned")  # never reached cleanup (e.g. reject at DATA)
-            else:
-                msg["_left"] = ts  # cleanup has it; qmgr should follow soon
+            msg["_left"] = ts  # unless qmgr takes it soon, the client left it (reject at DATA, lost)
 
     # -- state between runs ------------------------------------------------------------
     def open_state(self) -> dict[str, dict[str, Any]]:
