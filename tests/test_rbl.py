@@ -15,7 +15,7 @@ from typing import Iterator
 import pytest
 from click.testing import CliRunner
 
-from dnslib import QTYPE, RCODE, RR, A, TXT
+from dnslib import QTYPE, RCODE, RR, A
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
 from maillens import rbl
@@ -56,8 +56,6 @@ class ListResolver(BaseResolver):
             reply.header.rcode = RCODE.NXDOMAIN
         elif qname in listed:
             self._a(reply, request, listed[qname])
-            if request.q.qtype == QTYPE.TXT:
-                reply.add_answer(RR(request.q.qname, QTYPE.TXT, rdata=TXT("listed for testing"), ttl=60))
         else:  # includes every name under dead.test
             reply.header.rcode = RCODE.NXDOMAIN
         return reply
