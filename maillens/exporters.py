@@ -181,7 +181,7 @@ def render_nft(entries: Sequence[BanEntry], now: float) -> str:
     lines.append("# Load with: nft -f THIS_FILE   (one transaction: the sets are replaced atomically)")
     lines.append("# The sets do nothing until a rule uses them; add once, e.g. in /etc/nftables.conf:")
     lines += ["#   " + s for s in NFT_RULE_SNIPPET.splitlines()]
-    decl = {4: f"type ipv4_addr; flags interval, timeout;", 6: f"type ipv6_addr; flags interval, timeout;"}
+    decl = {4: "type ipv4_addr; flags interval, timeout;", 6: "type ipv6_addr; flags interval, timeout;"}
     names = {4: NFT_SET4, 6: NFT_SET6}
     lines.append(f"table inet {NFT_TABLE} {{")
     for v in (4, 6):
