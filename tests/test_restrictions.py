@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from functools import lru_cache
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,9 @@ def truth_counts(corpus: Path, phases: set[int] | None = None) -> tuple[Counter[
     return rejects, warnings
 
 
+@lru_cache(maxsize=None)
 def run_restrictions(corpus: Path, *extra: str) -> dict[str, Any]:
+    """The command's --json --unexplained output (cached: several tests read it)."""
     result = CliRunner().invoke(
         cli,
         ["restrictions", "--postfix-config", str(corpus / "config"), str(corpus / "maillog"),
