@@ -396,7 +396,7 @@ class Counter:
                 return
             rd = self._addr(day, "recipient_domain", dom)
             rd[0] += 1
-            rd[3] += delay
+            rd[3] += round(delay * 1000)  # integer ms: sums must not depend on batch boundaries
             if delay > rd[4]:
                 rd[4] = delay
             ru = self._addr(day, "recipient", addr)

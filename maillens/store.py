@@ -18,7 +18,8 @@ Schema (version ``SCHEMA_VERSION``; ``PRAGMA user_version`` holds it):
 ``addr_stats(day, kind, key, count, bytes, defers, delay_sum, delay_max)``
     Per sender / recipient address and per sending / recipient domain
     (``kind`` in ``sender``, ``recipient``, ``sender_domain``,
-    ``recipient_domain``), pflogsumm's counting.
+    ``recipient_domain``), pflogsumm's counting; ``delay_sum`` is in
+    milliseconds (an integer, so sums never depend on batch boundaries).
 ``details(day, section, k1, k2, k3, count)``
     Counted detail lines: pflogsumm's nested sections (``deferral``,
     ``bounce``, ``reject``, ``reject_warning``, ``hold``, ``discard``,

@@ -220,7 +220,7 @@ def _addr_rows(d: dict[str, list[float]], delivery: bool) -> list[dict[str, Any]
     for key, (cnt, size, defers, dsum, dmax) in d.items():
         row: dict[str, Any] = {"key": key, "count": int(cnt), "bytes": int(size)}
         if delivery:
-            row.update(defers=int(defers), avg_delay=(dsum / cnt) if cnt else 0.0, max_delay=dmax)
+            row.update(defers=int(defers), avg_delay=(dsum / 1000 / cnt) if cnt else 0.0, max_delay=dmax)
         rows.append(row)
     return sorted(rows, key=lambda r: (-r["count"], -r["bytes"], r["key"]))
 
