@@ -341,24 +341,41 @@ def _reply_stats(part: "pd.DataFrame") -> "pd.DataFrame":
     )
 
 
+def _failed_deliveries(store: "Store", lo: float, hi: float) -> "pd.DataFrame":
+    """Bounced and deferred attempts in [lo, hi): finished messages' delivery
+    records plus the attempts of messages still open (the tracker's open
+    state), so a message with one bounced and one still-deferred recipient
+    is not missing from the bounce table."""
+    import pandas as pd
+
+    cols = ["recipient", "status", "dsn", "reply"]
+    closed = pd.read_sql_query(
+        "SELECT recipient, status, dsn, reply FROM deliveries WHERE ts >= ? AND ts < ? "
+        "AND status IN ('bounced', 'deferred')",
+        store.connection, params=(lo, hi))  # fmt: skip
+    still_open = [
+        [d.get(c) for c in cols]
+        for msg in store.load_open_state().get("message", {}).values() if isinstance(msg, dict)
+        for d in msg.get("deliveries") or () if isinstance(d, dict)
+        and d.get("status") in ("bounced", "deferred") and isinstance(d.get("ts"), (int, float)) and lo <= d["ts"] < hi
+    ]  # fmt: skip
+    frame = pd.concat([closed, pd.DataFrame(still_open, columns=cols)], ignore_index=True) if still_open else closed
+    frame = frame.fillna("").astype(str)
+    return frame.assign(domain=frame["recipient"].map(_domain))
+
+
 def failure_tables(store: "Store", day: date, top: int) -> dict[str, Any]:
     """Bounces and deferrals by destination domain, with DSN codes and replies.
 
-    Bounce counts come from the delivery records (bounced messages are
-    finished, so they are written).  Deferral counts come from the per-domain
-    ``defers`` of ``addr_stats``, pflogsumm's figure, because a message still
-    in the queue has no record yet; its DSN and reply texts come from the
-    records there are (a domain whose deferred mail is all still queued shows
-    none).
+    Bounce counts, DSNs and replies come from the delivery attempts of the
+    day (``_failed_deliveries``).  Deferral counts are the per-domain
+    ``defers`` of ``addr_stats``: pflogsumm's figure, the one ``summary``
+    prints; their DSN and reply texts come from the attempts.
     """
     import pandas as pd
 
     lo, hi = _day_bounds(day)
-    frame = pd.read_sql_query(
-        "SELECT recipient, status, dsn, reply FROM deliveries WHERE ts >= ? AND ts < ? "
-        "AND status IN ('bounced', 'deferred')",
-        store.connection, params=(lo, hi)).fillna("")  # fmt: skip
-    frame = frame.assign(domain=frame["recipient"].map(_domain))
+    frame = _failed_deliveries(store, lo, hi)
     out: dict[str, Any] = {}
     cols = [("domain", "text"), ("", "int"), ("DSN", "list"), ("most frequent reply", "text")]
     bounced = frame[frame["status"] == "bounced"]
