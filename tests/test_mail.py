@@ -380,3 +380,76 @@ def test_report_mail_via_postfix_sendmail(postfix_instance: tuple[Path, Sink, in
     msg = parse(got["content"])
     assert "maillens-test.localdomain" in str(msg["Received"])  # really went through Postfix
     check_report_message(msg, data, rcpts)
+
+
+@pytest.fixture(scope="module")
+def corpus_day(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, dict[str, int]]:
+    """A report built from a real store (corpus log ingested) and the store's own figures."""
+    from datetime import date
+
+    from conftest import corpus_dir
+    from maillens.rollup import ReportOptions, build_report
+    from maillens.store import Store
+    from report_fixtures import ingest_corpus
+
+    db = ingest_corpus(corpus_dir("real-postfix-dev"), tmp_path_factory.mktemp("mailstore") / "store.db",
+                       evil=True)  # fmt: skip
+    day = date(2026, 11, 9)
+    with Store.open(db, readonly=True) as store:
+        data = build_report(store, day, options=ReportOptions(host="mx.example.org"))
+        return data, store.daily_rollup(day)
+
+
+def check_store_figures(msg: email.message.EmailMessage, data: Any, roll: dict[str, int]) -> None:
+    text, html = check_report_message(msg, data, ["postmaster@example.org"])
+    ids, _texts = elements_by_id(html)
+    for key in ("received", "delivered", "rejected", "deferred", "bounced", "expired", "sasl_failures"):
+        assert data.value(key) == roll[key]
+        assert ids[f"fig-{key}"]["data-value"] == str(roll[key])
+    assert f"{roll['sasl_failures']} SASL failures" in str(msg["Subject"])
+    # the per-hour table of the mail adds up to the store's day
+    hours = re.findall(r'<td class="h"[^>]*>(\d\d)-\d\d</td>((?:<td class="n"[^>]*>\d+</td>){5})', html)
+    assert len(hours) == 24
+    cols = [list(map(int, re.findall(r">(\d+)<", cells))) for _h, cells in hours]
+    assert sum(c[0] for c in cols) == roll["received"] and sum(c[2] for c in cols) == roll["rejected"]
+    assert sum(c[3] for c in cols) == roll["deferrals"] and sum(c[4] for c in cols) == roll["bounced"]
+
+
+def test_store_report_via_smtp_carries_the_stores_numbers(smtp_sink: tuple[Sink, int],
+                                                          corpus_day: tuple[Any, dict[str, int]]) -> None:  # fmt: skip
+    sink, port = smtp_sink
+    data, roll = corpus_day
+    mail.send(compose(data, ["postmaster@example.org"]), settings(smtp_host="127.0.0.1", smtp_port=port))
+    check_store_figures(parse(sink.wait()["content"]), data, roll)
+
+
+def test_store_report_via_postfix_sendmail_carries_the_stores_numbers(
+    postfix_instance: tuple[Path, Sink, int], corpus_day: tuple[Any, dict[str, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conf, sink, _port = postfix_instance
+    monkeypatch.setenv("MAIL_CONFIG", str(conf))
+    data, roll = corpus_day
+    mail.send(compose(data, ["postmaster@example.org"]), settings(sendmail=require_tool("sendmail")))
+    msg = parse(sink.wait(timeout=60)["content"])
+    assert "maillens-test.localdomain" in str(msg["Received"])
+    check_store_figures(msg, data, roll)
+
+
+def test_report_command_mails_through_smtp(smtp_sink: tuple[Sink, int], tmp_path: Path) -> None:
+    """``maillens report FILE --mail-to`` end to end, settings from a config file."""
+    from click.testing import CliRunner
+
+    from conftest import corpus_dir
+    from maillens.cli.main import cli
+
+    sink, port = smtp_sink
+    config = tmp_path / "config.toml"
+    config.write_text(f'[report]\nsmtp_host = "127.0.0.1"\nsmtp_port = {port}\nmail_from = "maillens@example.org"\n'
+                      'host = "mx.example.org"\n')  # fmt: skip
+    log = corpus_dir("real-postfix-dev") / "maillog"
+    res = CliRunner().invoke(cli, ["--config", str(config), "report", str(log), "--date", "2026-11-10",
+                                   "--mail-to", "postmaster@example.org"], catch_exceptions=False)  # fmt: skip
+    assert res.exit_code == 0, res.output
+    msg = parse(sink.wait()["content"])
+    assert str(msg["Subject"]).startswith("[maillens] mx.example.org 2026-11-10: ")
+    assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
