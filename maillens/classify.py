@@ -69,6 +69,9 @@ def _join(flt: Filter) -> tuple[re.Pattern[str] | None, dict[str, _Alternative]]
     for rx in flt.failregex:
         prefix = f"g{rx.index}_"
         body = _ANNOTATION_RE.sub("", rx.pattern.pattern)
+        # Every alternative is anchored; ``match(text, pos)`` anchors at ``pos``
+        # where ``^`` would not, so the joined form drops the caret.
+        body = body[1:] if body.startswith("^") else body
         body = _GROUP_RE.sub(lambda m: f"(?P<{prefix}{m.group(1)}>", body)
         body = _BACKREF_RE.sub(lambda m: f"(?P={prefix}{m.group(1)})", body)
         outer = f"_m{rx.index}"

@@ -42,6 +42,14 @@ RFC5424_RE: Final = re.compile(
     r"(?:-|(?:\[(?:[^\]\"\\]|\\.|\"(?:[^\"\\]|\\.)*\")*\])+) ?(?P<msg>.*)",
     re.DOTALL,
 )
+#: The envelope of the two common forms up to the message, for scanners that
+#: need only the program name and where the message starts (``fastscan``).
+#: Built from the same pieces as BSD_RE and ISO_RE so the two cannot drift.
+PREFIX_RE: Final = re.compile(
+    r"(?:(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) +\d{1,2} \d\d:\d\d:\d\d(?:\.\d+)?"
+    r"|\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?) \S+ "
+    + _PROGRAM + _SOLARIS + r" ?",
+)
 #: Where a line's time stamp ends, for fail2ban-style "strip the date" matching.
 DATE_PREFIX_RE: Final = re.compile(
     r"(?:<\d{1,3}>\d{1,2} )?(?:\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?"

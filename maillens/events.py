@@ -1,5 +1,10 @@
 """The typed event: one per input line, whatever the line was.
 
+Kinds beyond the issue's list: ``notice`` is a line a rule understood that
+carries no client or message event -- server life-cycle (started, stopping,
+reload), statistics, outbound ``connect to ...`` failures, access-map actions
+such as HOLD or DISCARD -- with a ``topic`` field saying which.
+
 Every line of input becomes exactly one ``Event`` -- ``unparsed`` when even the
 syslog envelope could not be read -- so counts never silently lose lines.
 
@@ -38,6 +43,7 @@ KINDS: Final = (
     "postscreen",
     "tls",
     "warning",
+    "notice",
     "other",
     "unparsed",
 )

@@ -17,6 +17,7 @@ import bz2
 import glob
 import gzip
 import io
+import logging
 import lzma
 import os
 import re
@@ -31,6 +32,7 @@ from maillens.errors import InputError
 MAX_LINE = 1 << 20  # 1 MiB: longer lines are truncated, never buffered whole
 BLOCK = 1 << 20
 STDIN = "-"
+log = logging.getLogger("maillens")
 
 _ROTATION_RE = re.compile(r"^(?P<base>.*?)(?:[.-](?P<num>\d{1,4})|-(?P<date>\d{8}(?:\d{2})?))?$")
 _COMPRESSED = (".gz", ".bz2", ".xz", ".lzma")
@@ -126,19 +128,41 @@ def open_binary(path: str) -> IO[bytes]:
     return raw
 
 
-def iter_raw_lines(stream: IO[bytes]) -> Iterator[bytes]:
-    """Split a binary stream into lines without ever holding more than ``MAX_LINE`` of one."""
+def read_chunks(path: str, size: int = BLOCK) -> Iterator[bytes]:
+    """Raw blocks of one input, decompressed; damage never raises.
+
+    A file that only *looks* compressed (its first bytes happen to be a magic
+    number but nothing decompresses) is read as plain bytes.  A compressed
+    file that breaks off part-way (rotation caught mid-write, a damaged
+    archive) yields what could be read and logs a warning naming the file.
+    """
+    stream = open_binary(path)
+    produced = False
+    try:
+        while True:
+            try:
+                block = stream.read(size)
+            except (EOFError, OSError, lzma.LZMAError, zlib_error()) as exc:
+                if not produced and path != STDIN and stream.__class__ is not io.BufferedReader:
+                    stream.close()
+                    stream = open(path, "rb")
+                    continue
+                log.warning("%s: compressed data ends early or is damaged (%s); what came before was read", path, exc)
+                return
+            if not block:
+                return
+            produced = True
+            yield block
+    finally:
+        if path != STDIN:
+            stream.close()
+
+
+def iter_raw_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Split raw blocks into lines without ever holding more than ``MAX_LINE`` of one."""
     pending = b""
     skipping = False
-    while True:
-        try:
-            block = stream.read(BLOCK)
-        except (EOFError, OSError, zlib_error()) as exc:  # truncated archive: keep what we had
-            if pending and not skipping:
-                yield pending
-            raise InputError(f"compressed input ends early or is damaged ({exc}); lines before that were read") from None
-        if not block:
-            break
+    for block in chunks:
         if skipping:
             nl = block.find(b"\n")
             if nl < 0:
@@ -172,17 +196,12 @@ def decode(raw: bytes) -> str:
 
 def read_file_lines(path: str) -> Iterator[Line]:
     """Lines of one file (or ``-``), decoded, numbered from 1."""
-    stream = open_binary(path)
-    try:
-        lineno = 0
-        for raw in iter_raw_lines(stream):
-            lineno += 1
-            if raw.endswith(b"\r"):
-                raw = raw[:-1]
-            yield Line(path, lineno, decode(raw))
-    finally:
-        if path != STDIN:
-            stream.close()
+    lineno = 0
+    for raw in iter_raw_lines(read_chunks(path)):
+        lineno += 1
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        yield Line(path, lineno, decode(raw))
 
 
 def read_lines(paths: Iterable[str]) -> Iterator[Line]:

@@ -17,6 +17,7 @@ from maillens.events import Event
 _SHAPE_DIGITS = re.compile(r"\d+")
 _SHAPE_QID = re.compile(r"\b[0-9A-Z]{10,}\b|\b[0-9A-Za-z]{12,16}\b")
 MAX_EXAMPLES = 50
+MAX_SHAPES = 5000  # hostile input cannot grow the table of unknown line shapes without bound
 
 
 def line_shape(event: Event) -> str:
@@ -65,9 +66,21 @@ class ParseStats:
 
     def _unexplained(self, what: str, ev: Event) -> None:
         key = (what, line_shape(ev) if what != "unparsed" else ev.raw[:80])
+        if key not in self.unexplained and len(self.unexplained) >= MAX_SHAPES:
+            key = (what, "(more shapes than are listed)")
         self.unexplained[key] += 1
         if key not in self.examples and len(self.examples) < 10 * MAX_EXAMPLES:
             self.examples[key] = f"{ev.source}:{ev.lineno}: {ev.raw[:300]}"
+
+    def merge(self, other: "ParseStats") -> None:
+        """Add another partial count (from a worker process) into this one."""
+        self.lines += other.lines
+        for name in ("kinds", "rejects", "restrictions", "rbl_zones", "warnings_by_restriction", "spf",
+                     "sasl_methods", "deliveries", "unexplained"):
+            getattr(self, name).update(getattr(other, name))
+        for key, example in other.examples.items():
+            if key not in self.examples and len(self.examples) < 10 * MAX_EXAMPLES:
+                self.examples[key] = example
 
     def extend(self, events: Iterable[Event]) -> "ParseStats":
         for ev in events:

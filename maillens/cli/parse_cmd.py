@@ -27,13 +27,20 @@ def default_inputs(files: tuple[str, ...]) -> list[str]:
     raise UsageError(f"no input: give log files (or '-' for stdin); {DEFAULT_LOG} does not exist here")
 
 
+def _rules_dirs(ctx: click.Context) -> list[str]:
+    """``[parse] rules_dirs`` from the config: directories of extra rule files."""
+    rules_dirs = load_settings(ctx).get("parse", "rules_dirs", [])
+    if isinstance(rules_dirs, str):
+        rules_dirs = [rules_dirs]
+    if not isinstance(rules_dirs, list) or not all(isinstance(d, str) for d in rules_dirs):
+        raise UsageError("config [parse] rules_dirs must be a list of directory paths")
+    return rules_dirs
+
+
 def build_classifier(ctx: click.Context, reference_time: str | None) -> Any:
     from maillens.classify import Classifier, RuleSet
 
-    settings = load_settings(ctx)
-    rules_dirs = settings.get("parse", "rules_dirs", [])
-    if isinstance(rules_dirs, str):
-        rules_dirs = [rules_dirs]
+    rules_dirs = _rules_dirs(ctx)
     rules = RuleSet.load(rules_dirs) if rules_dirs else None
     ref = None
     if reference_time:
@@ -63,30 +70,38 @@ reference_option = click.option(
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per input line.")
 @click.option("--stats", is_flag=True, help="Counts by kind, restriction and RBL zone, and lines not understood.")
 @click.option("--kind", "kinds", multiple=True, help="Only events of this kind (repeatable).")
+@click.option("--workers", type=click.IntRange(0, 64), default=None,
+              help="Processes for --stats (default: one per core, at most 4; 0 or 1: none).")
 @reference_option
 @click.pass_context
 @handle_errors
 def parse(ctx: click.Context, files: tuple[str, ...], as_json: bool, stats: bool, kinds: tuple[str, ...],
-          reference_time: str | None) -> None:
+          workers: int | None, reference_time: str | None) -> None:
     """Turn mail log lines into typed events (files, globs, .gz/.bz2/.xz, '-' for stdin)."""
     from maillens.events import KINDS
     from maillens.sources import iter_events
     from maillens.stats import ParseStats
 
-    unknown = [k for k in kinds if k not in KINDS and k != "notice"]
+    unknown = [k for k in kinds if k not in KINDS]
     if unknown:
         raise UsageError(f"--kind {unknown[0]!r} is not a kind; choose from {', '.join(KINDS)}")
-    classifier = build_classifier(ctx, reference_time)
-    events = iter_events(default_inputs(files), classifier)
     out = sys.stdout
+    inputs = default_inputs(files)
+    if stats and not kinds:
+        from maillens.fastscan import scan_stats
+
+        summary = scan_stats(inputs, workers=workers, rules_dirs=_rules_dirs(ctx))
+    elif stats:
+        summary = ParseStats().extend(ev for ev in iter_events(inputs, build_classifier(ctx, reference_time))
+                                      if ev.kind in kinds)
     if stats:
-        summary = ParseStats().extend(events)
         if as_json:
             json.dump(summary.to_dict(), out, indent=1)
             out.write("\n")
         else:
             out.write(summary.render_text())
         return
+    events = iter_events(inputs, build_classifier(ctx, reference_time))
     wanted = set(kinds)
     write = out.write
     for ev in events:

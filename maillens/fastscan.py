@@ -1,0 +1,303 @@
+"""``parse --stats`` at speed: the same rules, without building an Event per line.
+
+``classify`` makes a full ``Event`` for every line (time stamp with its year,
+typed fields); a summary of a 2-million-line log needs none of that, only which
+rule matched and a few fields.  This module runs the *same compiled rules*
+(``RuleSet``'s joined alternations) directly on each line from the end of its
+syslog envelope, reads the kind and the handful of fields ``ParseStats``
+counts, and hands any line it cannot settle this way (no envelope, rules that
+need fail2ban's general matcher, lines nothing matched) to ``Classifier`` --
+so both paths give the same counts by construction, and a test holds them to it.
+
+Work is split over processes in blocks of raw bytes: the parent only reads
+(and decompresses); workers decode, split and scan, and return partial counts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter, deque
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator
+
+from maillens.classify import Classifier, RuleSet, _Alternative, _CompiledFilter, _fix_spf, default_rules
+from maillens.envelope import PREFIX_RE
+from maillens.sources import BLOCK, MAX_LINE, expand_paths, iter_raw_lines, read_chunks
+from maillens.stats import ParseStats
+
+#: The fields ParseStats reads, per kind.
+_WANTED = {
+    "reject": ("stage", "rbl", "alt_rbl"),
+    "reject_warning": ("rbl",),
+    "spf": ("spf_result", "reason", "code", "identity"),
+    "sasl_failure": ("sasl_method",),
+    "delivery": ("status",),
+}
+
+
+@dataclass(slots=True)
+class _FastAlt:
+    kind: str | None  # None: the kind depends on a group (e.g. @action) or needs full fixing
+    wanted: tuple[str, ...]  # renamed group names to fetch
+    wanted_fields: tuple[str, ...]
+    markers: tuple[str, ...]  # renamed r__ marker groups
+    simple: bool  # a constant kind whose count is all ParseStats wants
+    restrictions: tuple[str, ...]
+    constant_restriction: str | None
+
+
+def _fast_alt(alt: _Alternative) -> _FastAlt | None:
+    kind = alt.annotations.get("kind", "other")
+    if kind.startswith("@") or any(v.startswith("@") for v in alt.annotations.values()):
+        if kind != "@action":
+            return None
+        kind_group = True
+    else:
+        kind_group = False
+    names = dict(zip(alt.field_names, alt.group_names))
+    fields = ["action"] if kind_group else []
+    for kind_name in (("reject", "reject_warning") if kind_group else (kind,)):
+        fields += [f for f in _WANTED.get(kind_name, ()) if f not in fields]
+    wanted_fields = tuple(f for f in fields if f in names)
+    markers = tuple(n for n in alt.field_names if n.startswith("r__"))
+    from maillens.classify import _MARKER_SUFFIX
+
+    return _FastAlt(
+        kind=None if kind_group else kind,
+        wanted=tuple(names[f] for f in wanted_fields),
+        wanted_fields=wanted_fields,
+        markers=tuple(names[m] for m in markers),
+        restrictions=tuple(_MARKER_SUFFIX.sub("", m[3:]) for m in markers),
+        constant_restriction=alt.annotations.get("restriction"),
+        simple=not kind_group and kind not in _WANTED,
+    )
+
+
+class FastScanner:
+    """Counts lines into a ``ParseStats`` using the rules' joined regexes."""
+
+    def __init__(self, rules: RuleSet | None = None) -> None:
+        self.rules = rules or default_rules()
+        self.classifier = Classifier(self.rules)
+        self._alts: dict[int, dict[str, _FastAlt | None]] = {}
+        self._programs: dict[str, tuple[tuple[Any, dict[str, _FastAlt | None]], ...] | None] = {}
+
+    def _for_program(self, program: str) -> tuple[tuple[Any, dict[str, _FastAlt | None]], ...] | None:
+        found = self._programs.get(program, False)
+        if found is False:
+            compiled: tuple[_CompiledFilter, ...] = self.rules.for_program(program)
+            if any(c.joined is None for c in compiled):
+                found = None  # a filter needs fail2ban's general matcher: take the slow path
+            else:
+                found = tuple((c.joined, self._fast_alts(c)) for c in compiled)
+            if len(self._programs) > 10_000:
+                self._programs.clear()
+            self._programs[program] = found
+        return found  # type: ignore[return-value]
+
+    def _fast_alts(self, compiled: _CompiledFilter) -> dict[str, _FastAlt | None]:
+        key = id(compiled)
+        alts = self._alts.get(key)
+        if alts is None:
+            alts = {name: _fast_alt(alt) for name, alt in compiled.alternatives.items()}
+            self._alts[key] = alts
+        return alts
+
+    def scan_lines(self, lines: Iterable[str], stats: ParseStats, source: str, first_lineno: int) -> None:
+        """Count ``lines`` into ``stats``; the loop is kept flat on purpose (it runs per line)."""
+        prefix_match = PREFIX_RE.match
+        for_program = self._programs.get
+        slow = self._slow
+        simple: Counter[str] = Counter()  # kinds that need no field, counted in bulk
+        lineno = first_lineno - 1
+        for line in lines:
+            lineno += 1
+            m = prefix_match(line)
+            if m is None:
+                slow(stats, line, source, lineno)
+                continue
+            pos = m.end()
+            if pos == len(line):
+                slow(stats, line, source, lineno)
+                continue
+            program = m.group("program")
+            filters = for_program(program, False)
+            if filters is False:
+                filters = self._for_program(program)
+            if filters is None:
+                slow(stats, line, source, lineno)
+                continue
+            for joined, alts in filters:
+                hit = joined.match(line, pos)
+                if hit is None:
+                    continue
+                alt = alts[hit.lastgroup]
+                if alt is None:
+                    slow(stats, line, source, lineno)
+                elif alt.simple:
+                    simple[alt.kind] += 1
+                else:
+                    self._count(stats, stats.kinds, alt, hit, line, source, lineno)
+                break
+            else:
+                slow(stats, line, source, lineno)
+        stats.kinds.update(simple)
+        stats.lines += sum(simple.values())
+
+    def _slow(self, stats: ParseStats, line: str, source: str, lineno: int) -> None:
+        stats.add(self.classifier.classify(line, source, lineno))
+
+    def _count(self, stats: ParseStats, kinds: Counter[str], alt: _FastAlt, hit: Any, line: str,
+               source: str, lineno: int) -> None:
+        kind = alt.kind
+        if kind is None or kind in _WANTED:
+            values = dict(zip(alt.wanted_fields, hit.group(*alt.wanted))) if len(alt.wanted) > 1 else (
+                {alt.wanted_fields[0]: hit.group(alt.wanted[0])} if alt.wanted else {})
+            if kind is None:
+                kind = values.get("action") or "other"
+            if kind in ("reject", "reject_warning"):
+                restriction = alt.constant_restriction
+                if alt.markers:
+                    flags = hit.group(*alt.markers) if len(alt.markers) > 1 else (hit.group(alt.markers[0]),)
+                    for flag, name in zip(flags, alt.restrictions):
+                        if flag is not None:
+                            restriction = name
+                            break
+                if restriction is None or restriction.startswith("@"):
+                    stats.add(self.classifier.classify(line, source, lineno))
+                    return
+                rbl = values.get("rbl") or values.get("alt_rbl")
+                stats.lines += 1
+                kinds[kind] += 1
+                if kind == "reject":
+                    stats.restrictions[restriction] += 1
+                    stats.rejects[(values.get("stage") or "?", restriction)] += 1
+                    if rbl:
+                        stats.rbl_zones[rbl] += 1
+                    if restriction == "unknown":
+                        stats._unexplained("restriction unknown", self.classifier.classify(line, source, lineno))
+                else:
+                    stats.warnings_by_restriction[restriction] += 1
+                return
+            stats.lines += 1
+            if kind == "spf":  # results need the same normalisation as classify
+                data = {k: v for k, v in values.items() if v is not None}
+                if "code" in data:
+                    data["code"] = int(data["code"])
+                _fix_spf(data)
+                kinds[kind] += 1
+                stats.spf[data["spf_result"]] += 1
+                return
+            kinds[kind] += 1
+            if kind == "sasl_failure":
+                stats.sasl_methods[values.get("sasl_method") or "?"] += 1
+            elif kind == "delivery":
+                stats.deliveries[values.get("status") or "?"] += 1
+            return
+        stats.lines += 1
+        kinds[kind] += 1
+
+
+def _split_block(block: bytes) -> list[str]:
+    """Decode and split, dropping one CR before each LF as ``sources`` does per line."""
+    text = block.decode("utf-8", errors="replace")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+        if text.endswith("\r"):
+            text = text[:-1]
+    return text.split("\n")
+
+
+def _scan_block(args: tuple[bytes, str, int]) -> ParseStats:
+    block, source, first_lineno = args
+    stats = ParseStats()
+    _worker_scanner().scan_lines(_split_block(block), stats, source, first_lineno)
+    return stats
+
+
+_SCANNER: FastScanner | None = None
+_RULES_DIRS: tuple[str, ...] = ()
+
+
+def _init_worker(rules_dirs: tuple[str, ...]) -> None:
+    global _RULES_DIRS, _SCANNER
+    _RULES_DIRS, _SCANNER = rules_dirs, None
+
+
+def _worker_scanner() -> FastScanner:
+    global _SCANNER
+    if _SCANNER is None:
+        _SCANNER = FastScanner(RuleSet.load(_RULES_DIRS) if _RULES_DIRS else None)
+    return _SCANNER
+
+
+def iter_blocks(path: str, block_size: int = BLOCK * 8) -> Iterator[tuple[bytes, int]]:
+    """Whole-line byte blocks of one input and the number of their first line.
+
+    Built on ``sources.iter_raw_lines`` semantics: a line longer than
+    ``MAX_LINE`` is cut there, damaged compressed input ends the file quietly
+    after a warning.
+    """
+    lineno = 1
+    pending = b""
+    skipping = False  # inside the rest of a line already cut at MAX_LINE
+    for chunk in read_chunks(path, block_size):
+        if skipping:
+            nl = chunk.find(b"\n")
+            if nl < 0:
+                continue
+            chunk, skipping = chunk[nl + 1:], False
+        data = pending + chunk if pending else chunk
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            pending = data
+            if len(pending) > MAX_LINE:  # one runaway line: keep its head, skip to its end
+                yield pending[:MAX_LINE], lineno
+                lineno += 1
+                pending, skipping = b"", True
+            continue
+        block, pending = data[:cut], data[cut + 1:]
+        if len(block) > MAX_LINE and _max_line(block) > MAX_LINE:
+            block = _cut_long_lines(block)
+        yield block, lineno
+        lineno += block.count(b"\n") + 1
+    if pending:
+        block = b"\n".join(iter_raw_lines([pending]))
+        if block:
+            yield block, lineno
+
+
+def _max_line(block: bytes) -> int:
+    return max(len(part) for part in block.split(b"\n"))
+
+
+def _cut_long_lines(block: bytes) -> bytes:
+    return b"\n".join(part[:MAX_LINE] for part in block.split(b"\n"))
+
+
+def scan_stats(paths: Iterable[str], workers: int | None = None, rules_dirs: Iterable[str] = ()) -> ParseStats:
+    """``ParseStats`` over inputs, in parallel where there is more than one core.
+
+    Memory stays bounded whatever the input size: at most two blocks per
+    worker are in flight, and ``ParseStats`` keeps counters, not lines.
+    """
+    if workers is None:
+        workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 4)
+    dirs = tuple(str(d) for d in rules_dirs)
+    _init_worker(dirs)
+    total = ParseStats()
+    jobs = ((block, item.path, lineno) for item in expand_paths(paths) for block, lineno in iter_blocks(item.path))
+    if workers <= 1:
+        for job in jobs:
+            total.merge(_scan_block(job))
+        return total
+    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(dirs,)) as pool:
+        window: deque[Any] = deque()
+        for job in jobs:  # bounded: never more than 2 blocks per worker in flight
+            window.append(pool.submit(_scan_block, job))
+            if len(window) >= 2 * workers:
+                total.merge(window.popleft().result())
+        while window:
+            total.merge(window.popleft().result())
+    return total

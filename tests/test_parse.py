@@ -1,0 +1,160 @@
+"""The parse path end to end: envelopes, inputs, hostile bytes, the fast counter."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import json
+import lzma
+import os
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import CORPORA, corpus_dir
+from maillens.classify import Classifier
+from maillens.cli.main import cli
+from maillens.envelope import YearInference, parse_envelope
+from maillens.events import KINDS
+from maillens.fastscan import scan_stats
+from maillens.sources import MAX_LINE, expand_paths, iter_events, read_lines
+from maillens.stats import ParseStats
+
+UTC = timezone.utc
+REJECT = ("postfix/smtpd[13562]: NOQUEUE: reject: RCPT from static.65.119.83.127.clients.telco-one.example"
+          "[127.83.119.65]: 554 5.7.1 Service unavailable; Client host [127.83.119.65] blocked using "
+          "dnsbl.dronebl.org; from=<alerts@windblue.test> to=<charles@example.org> proto=ESMTP helo=<[127.83.119.65]>")
+
+
+@pytest.mark.parametrize("line", [
+    f"Nov  9 08:41:22 mx {REJECT}",
+    f"Nov 09 08:41:22 mx {REJECT}",
+    f"Nov 9 08:41:22 mx {REJECT}",
+    f"2026-11-09T08:41:22.000000+00:00 mx {REJECT}",
+    f"2026-11-09T08:41:22+0000 mx {REJECT}",
+    f"2026-11-09T08:41:22.123456+0000 mx {REJECT}",
+    f"\x00\x00\x00Nov  9 08:41:22 mx {REJECT}",
+    f"Nov  9 08:41:22 mx postfix/smtpd[13562]: [ID 197553 mail.info] {REJECT.split(': ', 1)[1]}",
+    f"<22>1 2026-11-09T08:41:22Z mx postfix/smtpd 13562 - - {REJECT.split(': ', 1)[1]}",
+])
+def test_every_envelope_gives_the_same_reject(line: str) -> None:
+    ev = Classifier(reference_time=datetime(2026, 11, 25, tzinfo=UTC), tz=UTC).classify(line)
+    assert ev.kind == "reject"
+    assert ev.restriction == "reject_rbl_client" and ev.rbl == "dnsbl.dronebl.org"
+    assert ev.client_ip == "127.83.119.65" and ev.sender == "alerts@windblue.test"
+    assert ev.program == "postfix/smtpd" and ev.pid == 13562
+    assert ev.ts.replace(microsecond=0) == datetime(2026, 11, 9, 8, 41, 22, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("program", ["postfix/smtpd", "postfix-out/smtpd", "postfix/submission/smtpd",
+                                     "postfix/smtp-25/smtpd", "postfix/10025/smtpd"])
+def test_program_names(program: str) -> None:
+    line = f"Nov  9 08:41:22 mx {program}[1]: connect from a.example[192.0.2.1]"
+    ev = Classifier(tz=UTC).classify(line)
+    assert (ev.kind, ev.program, ev.client_ip) == ("connect", program, "192.0.2.1")
+
+
+def test_year_rolls_over_new_year() -> None:
+    years = YearInference(reference=datetime(2027, 1, 2, tzinfo=UTC), tz=UTC)
+    stamps = [parse_envelope(f"{d} mx postfix/qmgr[1]: x", years).ts for d in
+              ("Dec 30 23:59:59", "Dec 31 12:00:00", "Jan  1 00:00:01", "Jan  2 10:00:00")]
+    assert [ts.year for ts in stamps] == [2026, 2026, 2027, 2027]
+    assert stamps == sorted(stamps)
+
+
+def test_year_is_never_in_the_future() -> None:
+    years = YearInference(reference=datetime(2026, 3, 1, tzinfo=UTC), tz=UTC)
+    ts = parse_envelope("Nov  9 08:41:22 mx postfix/qmgr[1]: x", years).ts
+    assert ts.year == 2025
+
+
+def test_rotated_set_is_read_oldest_first(tmp_path: Path) -> None:
+    names = {"mail.log": "4", "mail.log.1": "3", "mail.log.2.gz": "2", "mail.log.3.bz2": "1", "mail.log.4.xz": "0"}
+    openers = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+    for name, text in names.items():
+        opener = openers.get(Path(name).suffix, open)
+        with opener(tmp_path / name, "wt") as fh:
+            fh.write(f"Nov  9 08:41:2{text} mx postfix/qmgr[1]: ABCDEF123{text}: removed\n")
+    given_order = [str(tmp_path / n) for n in ("mail.log", "mail.log.2.gz", "mail.log.1", "mail.log.4.xz", "mail.log.3.bz2")]
+    texts = [line.text[-len("ABCDEF1230: removed"):] for line in read_lines(given_order)]
+    assert texts == [f"ABCDEF123{i}: removed" for i in range(5)]
+    assert [f.path for f in expand_paths([str(tmp_path / "mail.log*")])][-1].endswith("mail.log")
+
+
+def test_stdin_is_read(tmp_path: Path) -> None:
+    line = f"Nov  9 08:41:22 mx {REJECT}\n"
+    result = subprocess.run([sys.executable, "-m", "maillens", "parse", "--json", "-"], input=line.encode(),
+                            capture_output=True, check=True)
+    obj = json.loads(result.stdout)
+    assert obj["kind"] == "reject" and obj["source"] == "-" and obj["lineno"] == 1
+
+
+def test_overlong_line_is_cut_not_buffered(tmp_path: Path) -> None:
+    path = tmp_path / "big.log"
+    with path.open("wb") as fh:
+        fh.write(b"Nov  9 08:41:22 mx postfix/smtpd[1]: connect from a[192.0.2.1]\n")
+        fh.write(b"Nov  9 08:41:22 mx postfix/smtpd[1]: " + b"A" * (3 * MAX_LINE) + b"\n")
+        fh.write(b"Nov  9 08:41:22 mx postfix/smtpd[1]: connect from b[192.0.2.2]\n")
+    lines = list(read_lines([str(path)]))
+    assert [len(line.text) <= MAX_LINE for line in lines] == [True, True, True]
+    assert [line.lineno for line in lines] == [1, 2, 3]
+    stats = scan_stats([str(path)], workers=1)
+    assert stats.lines == 3 and stats.kinds["connect"] == 2
+    from maillens import fastscan
+
+    small = list(fastscan.iter_blocks(str(path), block_size=MAX_LINE // 2))  # the long line spans many blocks
+    assert sum(block.count(b"\n") + 1 for block, _ in small) == 3
+
+
+lines_strategy = st.lists(
+    st.one_of(
+        st.binary(max_size=300),
+        st.text(max_size=300).map(lambda s: s.encode("utf-8", "surrogatepass")),
+        st.sampled_from([REJECT.encode(), b"connect from x[1.2.3.4]", b"4jNNYF2l5FzJ9cR: removed"]).flatmap(
+            lambda body: st.integers(0, len(body)).map(lambda n: b"Nov  9 08:41:22 mx " + body[:n])),
+    ).map(lambda b: b.replace(b"\n", b" ")),
+    max_size=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines_strategy)
+def test_hostile_input_never_raises_and_every_line_is_one_event(tmp_path_factory: pytest.TempPathFactory, lines: list[bytes]) -> None:
+    path = tmp_path_factory.mktemp("fuzz") / "mail.log"
+    path.write_bytes(b"\n".join(lines) + (b"\n" if lines else b""))
+    events = list(iter_events([str(path)]))
+    assert len(events) == len(lines)
+    assert all(ev.kind in KINDS for ev in events)
+    assert [ev.lineno for ev in events] == list(range(1, len(lines) + 1))
+    assert scan_stats([str(path)], workers=1).to_dict() == ParseStats().extend(events).to_dict()
+
+
+@pytest.mark.parametrize("name", CORPORA)
+def test_fast_stats_equal_event_stats(name: str) -> None:
+    """The parallel counter and the full classifier agree on every count."""
+    log = str(corpus_dir(name) / "maillog")
+    assert scan_stats([log], workers=2).to_dict() == ParseStats().extend(iter_events([log])).to_dict()
+
+
+def test_stats_lists_nothing_unexplained_on_the_corpus() -> None:
+    result = CliRunner().invoke(cli, ["parse", "--stats", str(corpus_dir("real-postfix-dev") / "maillog")])
+    assert result.exit_code == 0, result.output
+    assert "Not understood" in result.output
+    assert result.output.rstrip().endswith("none")
+
+
+def test_unknown_kind_is_a_usage_error() -> None:
+    result = CliRunner().invoke(cli, ["parse", "--kind", "bogus", "x.log"])
+    assert result.exit_code == 2 and "bogus" in result.output
+
+
+def test_missing_file_is_a_one_line_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["parse", "--stats", str(tmp_path / "nope.log")])
+    assert result.exit_code != 0
+    assert result.output.count("\n") == 1 and "nope.log" in result.output
