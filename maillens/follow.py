@@ -22,7 +22,8 @@ elsewhere it polls ``os.stat`` with an interval that backs off when idle.
 
 ``Follower`` knows nothing of classification: it yields ``TailLine`` (source,
 1-based line number in the file it came from, text).  ``--since`` needs a
-line's time; the caller injects ``line_time``.
+line's time; the caller injects ``line_time(text, source)`` (the source lets
+it anchor a year-less syslog time stamp to that file's mtime, as ``parse`` does).
 """
 
 from __future__ import annotations
@@ -361,7 +362,7 @@ def rotated_siblings(path: str) -> list[str]:
 
 
 def history_lines(paths: Iterable[str], since: datetime,
-                  line_time: Callable[[str], datetime | None]) -> Iterator[TailLine]:
+                  line_time: Callable[[str, str], datetime | None]) -> Iterator[TailLine]:
     """Lines of the rotated history of ``paths`` from ``since`` on, through the core reader.
 
     Files last written before ``since`` cannot hold a matching line and are not
@@ -377,7 +378,7 @@ def history_lines(paths: Iterable[str], since: datetime,
     started = False
     for line in read_lines(files):
         if not started:
-            ts = line_time(line.text)
+            ts = line_time(line.text, line.source)
             if ts is None or ts < since:
                 continue
             started = True
@@ -399,7 +400,7 @@ class Follower:
         follow: bool = False,
         by_name: bool = False,
         start: StartAt = StartAt(),
-        line_time: Callable[[str], datetime | None] | None = None,
+        line_time: Callable[[str, str], datetime | None] | None = None,
         notice: Callable[[str], None] | None = None,
         safety_interval: float = 1.0,
         drain_grace: float = 5.0,
@@ -538,7 +539,7 @@ class Follower:
         st = os.fstat(fd)
         pos, lineno = 0, 0
         if initial:
-            pos = self._start_offset(fd, st.st_size)
+            pos = self._start_offset(fd, st.st_size, path)
             lineno = count_newlines(fd, pos) if pos else 0
         elif path in self._missing_reported:
             self.notice(f"{path} has appeared; following it")
@@ -550,10 +551,11 @@ class Follower:
             handle.wd = self._inotify.watch(path, FILE_MASK)
         return handle
 
-    def _start_offset(self, fd: int, size: int) -> int:
+    def _start_offset(self, fd: int, size: int, path: str) -> int:
         start = self.start
-        if start.since is not None and self.line_time is not None:
-            return offset_of_time(fd, size, start.since, self.line_time)
+        line_time = self.line_time
+        if start.since is not None and line_time is not None:
+            return offset_of_time(fd, size, start.since, lambda text: line_time(text, path))
         if start.from_line is not None:
             return offset_of_line(fd, size, start.from_line)
         return offset_of_last(fd, size, start.last if start.last is not None else 10)
