@@ -61,29 +61,37 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from maillens.accessmap import DEFAULT_PARENT_STYLE, AccessTable, valid_key
 from maillens.errors import ConfigError, UsageError
 from maillens.events import Event
 from maillens.suggestdata import (
-    ABUSE_REJECTS,
     CLIENT_REPUTATION,
     HELO_SYNTAX,
     SENDER_CHECKS,
     ClientStats,
-    DomainStats,
     EvidenceCollector,
     aligned,
+)
+from maillens.suggestscore import (
+    World,
+    abuse,
+    abuse_summary,
+    helo_of,
+    hours,
+    order_effect,
+    reject_summary,
+    score_behaviour,
+    score_identity,
+    score_relationship,
+    vetoes,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
     from maillens.postconf import PostfixConfig
 
 CLIENT_MAP, SENDER_MAP = "access.client", "access.sender"
-_GENERIC_RDNS = re.compile(r"(?:^|[.-])(?:dyn|dynamic|dhcp|dsl|adsl|xdsl|pool|cable|broadband|ppp|dialup|"
-                           r"customer|client|static|host|ip|cpe|user|res|residential)[0-9-]*(?:-|$)")
 
 
 def parse_since(text: str | None) -> timedelta | None:
@@ -164,212 +172,7 @@ class SuggestResult:
         return [i for i in self.items if i.kind == kind]
 
 
-# ----------------------------------------------------------------------------- context
-
-
-@dataclass
-class _World:
-    ev: EvidenceCollector
-    settings: SuggestSettings
-    client_table: AccessTable | None
-    sender_table: AccessTable | None
-    cfg: PostfixConfig | None
-    client_path: str | None
-    sender_path: str | None
-    parent_style: bool
-    abuse: dict[str, tuple[int, list[str]]] = field(default_factory=dict)
-
-    def client_entry(self, c: ClientStats):  # type: ignore[no-untyped-def]
-        if self.client_table is None:
-            return None
-        return self.client_table.lookup_client(c.name, c.ip, parent_style=self.parent_style)
-
-    def sender_entry(self, sender: str):  # type: ignore[no-untyped-def]
-        if self.sender_table is None:
-            return None
-        return self.sender_table.lookup_sender(sender, parent_style=self.parent_style,
-                                               recipient_delimiter=self.ev.delimiter)
-
-
-def _hours(first: float | None, last: float | None) -> float:
-    return ((last or 0.0) - (first or 0.0)) / 3600.0 if first is not None else 0.0
-
-
-def _generic_name(name: str, ip: str) -> bool:
-    """A dynamic-looking rDNS name: it spells the address, or its first label is a numbered pool name."""
-    if name == "unknown":
-        return True
-    numbers = re.findall(r"\d+", name)
-    octets = ip.split(".") if "." in ip else []
-    if octets and sum(1 for o in octets if o in numbers) >= 3:
-        return True
-    first = name.split(".", 1)[0]
-    return bool(re.search(r"\d", first) and _GENERIC_RDNS.search(first))
-
-
-def _fqdn_helo(helo: str) -> bool:
-    return bool(re.fullmatch(r"(?=.{4,253}$)([a-z0-9-]+\.)+[a-z][a-z0-9-]*", helo.lower()))
-
-
-def _abuse(c: ClientStats, world: _World) -> tuple[int, list[tuple[str, str]]]:
-    """Points and (category, detail) facts of misbehaviour: vetoes an OK, marks a network."""
-    cached = world.abuse.get(c.ip)
-    if cached is not None:
-        return cached
-    points, facts = 0, []  # type: int, list[tuple[str, str]]
-    counts = c.restriction_counts()
-    unknown = len(c.unknown_rcpts)
-    if unknown:
-        points += 3 if unknown >= 3 else 1
-        facts.append(("unknown recipients", f"{unknown} unknown recipient{'s' if unknown > 1 else ''} tried"))
-    for restriction, what in ABUSE_REJECTS.items():
-        if restriction != "reject_unlisted_recipient" and counts[restriction]:
-            points += 1 if restriction == "reject_non_fqdn_recipient" else 3
-            facts.append((what, f"{counts[restriction]} x {what}"))
-    spf_fail = {d for (d, r) in c.spf if r == "fail" and not aligned(c.name, d)}
-    if spf_fail:
-        points += 2
-        facts.append(("SPF forgery", f"SPF fail for {', '.join(sorted(spf_fail)[:3])}"))
-    for n, what, weight in ((c.sasl_failures, "SASL authentication failures", 3),
-                            (c.pipelining, "pipelining violations", 3),
-                            (c.too_many_errors, "'too many errors' disconnects", 2)):
-        if n:
-            points += weight
-            facts.append((what, f"{n} {what}"))
-    rbl = {z for (r, _code, z) in c.rejects if r == "reject_rbl_client" and z} | c.warn_zones
-    if rbl:
-        points += 1
-        facts.append(("RBL-listed", f"listed in {', '.join(sorted(rbl))}"))
-    if counts["reject_invalid_helo_hostname"] or counts["reject_unknown_sender_domain"]:
-        points += 1
-        facts.append(("bogus HELO or sender", "invalid HELO or non-existent sender domain"))
-    world.abuse[c.ip] = (points, facts)
-    return points, facts
-
-
-def _abuse_summary(clients: Iterable[ClientStats], world: _World) -> str:
-    """``23 tried unknown recipients, 9 relay attempts, ...`` over a group of clients."""
-    per = Counter(cat for c in clients for cat, _ in _abuse(c, world)[1])
-    return ", ".join(f"{n} {cat}" for cat, n in per.most_common())
-
-
 # ----------------------------------------------------------------------------- OK: clients
-
-
-def _vetoes(c: ClientStats, world: _World) -> list[str]:
-    counts = c.restriction_counts()
-    out = []
-    if len(c.unknown_rcpts) >= 3 or (c.unknown_rcpts and len(c.unknown_rcpts) * 5 > len(c.rejected_rcpts)):
-        out.append("tried unknown recipients")
-    for restriction in ("reject_unauth_destination", "reject_unauth_pipelining", "check_helo_access",
-                        "reject_non_fqdn_sender", "check_client_access"):
-        if counts[restriction]:
-            out.append(f"refused by {restriction}")
-    if c.sasl_failures or c.pipelining or c.too_many_errors:
-        out.append("protocol abuse")
-    if any(r == "fail" and not aligned(c.name, d) and not aligned(_helo(c), d) for (d, r) in c.spf):
-        out.append("SPF fail for a domain it does not belong to")
-    return out
-
-
-def _helo(c: ClientStats) -> str:
-    return c.helos.most_common(1)[0][0].lower() if c.helos else ""
-
-
-def _score_identity(c: ClientStats, world: _World, facts: list[str]) -> tuple[float, list[str]]:
-    """FCrDNS, HELO and the client↔domain link; returns (points, linked domains)."""
-    score = 0.0
-    name, helo = c.name, _helo(c)
-    if c.verified and not _generic_name(name, c.ip):
-        score += 2
-        facts.append(f"FCrDNS ok ({name})")
-    elif c.verified:
-        facts.append(f"FCrDNS ok but a generic name ({name})")
-    elif c.fcrdns_warning:
-        facts.append(f"no FCrDNS: PTR {c.fcrdns_warning} does not resolve back")
-    steady_helo = len(c.helos) == 1 and _fqdn_helo(helo)
-    if steady_helo:
-        score += 2 if helo == name else 1
-        facts.append(f"HELO {helo}" + (" = its hostname" if helo == name else " in every session"))
-    domains = [d for d, _ in c.domains.most_common()] + [d for d in c.accepted_domains if d not in c.domains]
-    by_name = [d for d in domains if c.verified and aligned(name, d)]
-    by_helo = [d for d in domains if steady_helo and aligned(helo, d)]
-    by_spf = sorted({d for (d, r) in c.spf if r == "pass"})
-    if by_name:
-        score += 2
-        facts.append(f"its hostname is in {', '.join(by_name[:3])}")
-    elif by_helo:
-        score += 1
-        facts.append(f"its HELO is in {', '.join(by_helo[:3])}")
-    if by_spf:
-        score += 2
-        facts.append(f"SPF pass for {', '.join(by_spf[:3])}")
-    if domains and len(domains) <= 3:
-        score += 1
-        facts.append(f"sends for {', '.join(domains)}")
-    elif len(domains) >= 5:
-        score -= 2
-        facts.append(f"uses {len(domains)} different sender domains")
-    linked = list(dict.fromkeys(by_name + by_spf + by_helo))
-    return score, linked
-
-
-def _score_relationship(c: ClientStats, linked: list[str], world: _World, facts: list[str]) -> float:
-    score = 0.0
-    verified_links = [d for d in linked if aligned(c.name, d) or (d, "pass") in c.spf]
-    for d in verified_links:
-        users = world.ev.correspondent_users(d)
-        if users:
-            score += 3
-            facts.append(f"{len(users)} local user{'s' if len(users) > 1 else ''} wrote to {d}")
-            break
-    for d in linked:
-        dom = world.ev.domains.get(d)
-        others = {ip for ip in (dom.accepted_clients if dom else ()) if ip != c.ip
-                  and (ip in dom.spf_pass_clients or aligned(world.ev.client_names.get(ip), d))}
-        if others:
-            score += 1
-            facts.append(f"{d} delivered fine from {len(others)} other client{'s' if len(others) > 1 else ''}")
-            break
-    return score
-
-
-def _score_behaviour(c: ClientStats, blocking: Counter[tuple[str, int, str]], world: _World,
-                     facts: list[str]) -> float:
-    score = 0.0
-    retries = sum(a.retries_after_tempfail(world.settings.retry_gap) for a in c.envelopes.values())
-    if retries:
-        score += 3
-        facts.append(f"retried the same envelope {retries} time{'s' if retries > 1 else ''} after a 4xx")
-    hours = _hours(c.first, c.last)
-    if hours >= 1 and (c.sessions >= 2 or len(c.reject_times) >= 2):
-        score += 1
-        facts.append(f"came back over {hours:.1f} h")
-    rcpts = list(c.rejected_rcpts)
-    known = sum(1 for r in rcpts if world.ev.is_known_recipient(r))
-    if rcpts and known == len(rcpts):
-        score += 1
-        facts.append(f"refused recipients are existing users ({known}/{len(rcpts)})")
-    checks = {(r, z) for (r, _code, z) in blocking}
-    if len(checks) == 1:
-        score += 1
-    messages = max(1, len({s for (s, _r) in c.envelopes}), c.sessions)
-    if sum(c.rejected_rcpts.values()) + c.accepted_rcpts <= 5 * max(messages, c.sessions + c.accepted):
-        score += 1
-        facts.append(f"low volume ({c.sessions or messages} sessions)")
-    if c.warn_zones:
-        score -= 2
-        facts.append(f"also listed in {', '.join(sorted(c.warn_zones))} (warn only)")
-    return score
-
-
-def _reject_summary(blocking: Counter[tuple[str, int, str]], c: ClientStats) -> str:
-    parts = Counter[str]()
-    for (restriction, code, zone), n in blocking.items():
-        parts[f"{restriction}{' ' + zone if zone else ''}"] += n
-    what = ", ".join(f"{n} by {k}" for k, n in parts.most_common())
-    codes = sorted({code for (_r, code, _z) in blocking})
-    return f"{sum(blocking.values())} refused ({what}; {'/'.join(map(str, codes))}) over {_hours(c.first, c.last):.1f} h"
 
 
 def _transient(times: list[float], codes: Iterable[int], accepted_after: Iterable[float]) -> bool:
@@ -380,40 +183,40 @@ def _transient(times: list[float], codes: Iterable[int], accepted_after: Iterabl
     return any(t > last_reject for t in accepted_after)
 
 
-def _client_candidates(world: _World) -> list[Suggestion]:
+def _client_candidates(world: World) -> list[Suggestion]:
     out: list[Suggestion] = []
     for c in world.ev.clients.values():
         blocking = Counter({k: n for k, n in c.rejects.items() if k[0] in CLIENT_REPUTATION | HELO_SYNTAX})
         if not blocking:
             continue
         existing = world.client_entry(c)
-        facts = [_reject_summary(blocking, c)]
+        facts = [reject_summary(blocking, c)]
         if _transient(c.reject_times, [k[1] for k in blocking], [t for t, _ in c.accepted_times]):
             out.append(Suggestion(CLIENT_MAP, c.name if c.verified else c.ip, "none", 0.0,
                                   facts + ["all refusals were temporary and its mail was accepted later"],
                                   kind="transient", subject=c.ip))
             continue
-        if _vetoes(c, world):
+        if vetoes(c, world):
             continue
         if existing is not None:
             if existing.action == "OK":
-                eff, change = _order(world, c, blocking, "check_client_access", world.client_path)
+                eff, change = order_effect(world, c, blocking, "check_client_access", world.client_path)
                 out.append(Suggestion(CLIENT_MAP, existing.entry.key, existing.entry.value, 0.0,
                                       facts + [f"already matched by {existing.entry.where}"],
                                       kind="ineffective", subject=c.ip, effective=eff, config_change=change,
                                       lineno=existing.entry.lineno))
             continue
-        score, linked = _score_identity(c, world, facts)
+        score, linked = score_identity(c, world, facts)
         if not linked:
             continue
-        score += _score_relationship(c, linked, world, facts)
-        score += _score_behaviour(c, blocking, world, facts)
+        score += score_relationship(c, linked, world, facts)
+        score += score_behaviour(c, blocking, world, facts)
         if score < world.settings.ok_threshold:
             continue
         key = c.name if c.verified else c.ip
         if not valid_key(key):
             continue
-        eff, change = _order(world, c, blocking, "check_client_access", world.client_path)
+        eff, change = order_effect(world, c, blocking, "check_client_access", world.client_path)
         out.append(Suggestion(CLIENT_MAP, key, "OK", score, facts, subject=c.ip, effective=eff,
                               config_change=change))
     return out
@@ -422,17 +225,16 @@ def _client_candidates(world: _World) -> list[Suggestion]:
 # ----------------------------------------------------------------------------- OK: sender domains
 
 
-def _domain_candidates(world: _World) -> list[Suggestion]:
+def _domain_candidates(world: World) -> list[Suggestion]:
     out: list[Suggestion] = []
     for d in world.ev.domains.values():
         blocking = Counter({k: n for k, n in d.rejects.items() if k[0] in SENDER_CHECKS})
         if not blocking or not valid_key(d.domain):
             continue
-        refused_by = {ip for ip in d.rejected_clients
-                      if any(k[0] in SENDER_CHECKS for k in world.ev.clients[ip].rejects)}
+        refused_by = {ip for ip, checks in d.refused_by.items() if any(r in SENDER_CHECKS for r in checks)}
         clients = [world.ev.clients[ip] for ip in sorted(refused_by)]
         facts = [f"{sum(blocking.values())} refused ({', '.join(f'{n} by {r} {code}' for (r, code), n in blocking.most_common())})"
-                 f" from {len(clients)} client{'s' if len(clients) != 1 else ''} over {_hours(d.first, d.last):.1f} h"]
+                 f" from {len(clients)} client{'s' if len(clients) != 1 else ''} over {hours(d.first, d.last):.1f} h"]
         times = [t for c in clients for t in c.reject_times]
         accepted_after = [t for c in clients for t, s in c.accepted_times if s.endswith("@" + d.domain)]
         if _transient(times, [code for (_r, code) in blocking], accepted_after):
@@ -442,13 +244,13 @@ def _domain_candidates(world: _World) -> list[Suggestion]:
             continue
         if not clients or any(not aligned(c.name, d.domain) or not c.verified for c in clients):
             continue  # refused from clients that are not the domain's own: forgery, not a false positive
-        if any(_vetoes(c, world) for c in clients) or any(world.sender_entry(s) for s in d.senders):
+        if any(vetoes(c, world) for c in clients) or any(world.sender_entry(s) for s in d.senders):
             continue
         score = 0.0
         names = sorted({c.name for c in clients})
         score += 2
         facts.append(f"sent by its own server{'s' if len(names) > 1 else ''} {', '.join(names[:3])} (FCrDNS)")
-        if all(len(c.helos) == 1 and _helo(c) == c.name for c in clients):
+        if all(len(c.helos) == 1 and helo_of(c) == c.name for c in clients):
             score += 2
             facts.append("HELO = hostname")
         users = world.ev.correspondent_users(d.domain)
@@ -463,16 +265,16 @@ def _domain_candidates(world: _World) -> list[Suggestion]:
             merged.sessions += c.sessions
             merged.seen(c.first)
             merged.seen(c.last)
-        score += _score_behaviour(merged, Counter({(r, code, ""): n for (r, code), n in blocking.items()}),
+        score += score_behaviour(merged, Counter({(r, code, ""): n for (r, code), n in blocking.items()}),
                                   world, facts)
         if len({dom for c in clients for dom in c.domains}) == 1:
             score += 1
             facts.append(f"only {d.domain} from there")
         if score < world.settings.ok_threshold:
             continue
-        if any(r == "check_policy_service" for (r, _c) in blocking):
+        if refused_by & d.spf_fail_clients:
             facts.append(f"narrower fix: ask {d.domain} to list {', '.join(names[:3])} in its SPF record")
-        eff, change = _order(world, clients[0], Counter({(r, c, ""): n for (r, c), n in blocking.items()}),
+        eff, change = order_effect(world, clients[0], Counter({(r, c, ""): n for (r, c), n in blocking.items()}),
                              "check_sender_access", world.sender_path)
         out.append(Suggestion(SENDER_MAP, d.domain, "OK", score, facts, subject=d.domain, effective=eff,
                               config_change=change))
@@ -491,7 +293,7 @@ def _net16(ip: str) -> str:
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
 
 
-def _network_rejects(world: _World) -> list[Suggestion]:
+def _network_rejects(world: World) -> list[Suggestion]:
     """rDNS suffixes of abusive provider networks the client checks let through."""
     settings = world.settings
     by_suffix: dict[str, set[str]] = {}
@@ -501,18 +303,17 @@ def _network_rejects(world: _World) -> list[Suggestion]:
         labels = c.name.split(".")
         for i in range(1, len(labels) - 1):
             by_suffix.setdefault(".".join(labels[i:]), set()).add(c.ip)
-    qualified: list[tuple[str, set[str], list[str]]] = []
+    qualified: list[tuple[str, set[str], set[str], list[str]]] = []
     for suffix, ips in by_suffix.items():
         if len(ips) < settings.min_network_clients:
             continue
         clients = [world.ev.clients[ip] for ip in ips]
         nets = Counter(_net16(ip) for ip in ips)
         net, in_net = nets.most_common(1)[0]
-        bad = [c for c in clients if _abuse(c, world)[0] >= 1]
+        bad = [c for c in clients if abuse(c, world)[0] >= 1]
         if in_net < settings.network_share * len(ips) or len(bad) < settings.network_share * len(ips):
             continue
-        if any(world.ev.correspondent_users(d) for c in clients for d in c.accepted_domains
-               if aligned(c.name, d) or (d, "pass") in c.spf and not _abuse(c, world)[0]):
+        if any(_established(c, world) for c in clients):
             continue
         total = sum(sum(c.rejected_rcpts.values()) + c.accepted_rcpts for c in clients)
         by_client_checks = sum(n for c in clients for (r, _code, _z), n in c.rejects.items()
@@ -525,30 +326,37 @@ def _network_rejects(world: _World) -> list[Suggestion]:
             if sum(1 for h in hits if h is not None) * 2 >= len(clients):
                 continue
         facts = [f"{len(ips)} distinct clients under {suffix}, {in_net} of them in {net}",
-                 f"{len(bad)} misbehaved (clients per kind: {_abuse_summary(bad, world)})",
+                 f"{len(bad)} misbehaved (clients per kind: {abuse_summary(bad, world)})",
                  f"{missed:.0%} of their {total} recipients got past the client checks "
                  f"({sum(c.accepted for c in clients)} messages accepted)",
                  "no legitimate correspondent among them"]
-        qualified.append((suffix, ips, facts))
-    qualified.sort(key=lambda q: (-len(q[1]), -q[0].count(".")))
+        qualified.append((suffix, ips, {c.ip for c in bad}, facts))
+    chosen: list[tuple[str, set[str], set[str], list[str]]] = []
+    for item in sorted(qualified, key=lambda q: -q[0].count(".")):  # most specific first
+        below = [q for q in chosen if q[0].endswith("." + item[0])]
+        if below and item[2] <= set().union(*(q[2] for q in below)):
+            continue  # the narrower suffixes already cover every client that misbehaved
+        chosen = [q for q in chosen if q not in below] + [item]
     out: list[Suggestion] = []
-    taken: set[str] = set()
-    for suffix, ips, facts in qualified:
-        if ips <= taken:
-            continue
-        taken |= ips
+    for suffix, ips, _bad, facts in chosen:
         key = suffix if world.parent_style else "." + suffix
         if not valid_key(key):
             continue
         action = f"REJECT too much spam from {suffix}"
         sample = world.ev.clients[next(iter(ips))]
-        eff, change = _order(world, sample, Counter(), "check_client_access", world.client_path)
+        eff, change = order_effect(world, sample, Counter(), "check_client_access", world.client_path)
         out.append(Suggestion(CLIENT_MAP, key, action, float(len(ips)), facts, subject=suffix,
                               effective=eff, config_change=change))
     return out
 
 
-def _sender_rejects(world: _World) -> list[Suggestion]:
+def _established(c: ClientStats, world: World) -> bool:
+    """A well-behaved client whose accepted mail comes from a correspondent domain it speaks for."""
+    return abuse(c, world)[0] == 0 and any(
+        world.ev.correspondent_users(d) for d in c.accepted_domains if aligned(c.name, d) or (d, "pass") in c.spf)
+
+
+def _sender_rejects(world: World) -> list[Suggestion]:
     """Sender domains whose own (SPF-authorised) servers misbehave and that never sent good mail."""
     out: list[Suggestion] = []
     for d in world.ev.domains.values():
@@ -557,17 +365,17 @@ def _sender_rejects(world: _World) -> list[Suggestion]:
         if world.ev.correspondent_users(d.domain) or not valid_key(d.domain):
             continue
         authorised = [world.ev.clients[ip] for ip in d.spf_pass_clients if ip in world.ev.clients]
-        if not authorised or any(_abuse(c, world)[0] < 1 for c in authorised):
+        if not authorised or any(abuse(c, world)[0] < 1 for c in authorised):
             continue
         if any(world.sender_entry(s) for s in list(d.senders)[:20]):
             continue
         facts = [f"used by {len(d.clients)} different clients, {sum(d.rejects.values())} recipients refused, "
                  f"nothing ever accepted",
                  f"its SPF record authorises {len(authorised)} of them, all misbehaving "
-                 f"(clients per kind: {_abuse_summary(authorised, world)})",
+                 f"(clients per kind: {abuse_summary(authorised, world)})",
                  "no local user writes to it"]
         sample = world.ev.clients[next(iter(d.rejected_clients or d.clients))]
-        eff, change = _order(world, sample, Counter(), "check_sender_access", world.sender_path)
+        eff, change = order_effect(world, sample, Counter(), "check_sender_access", world.sender_path)
         out.append(Suggestion(SENDER_MAP, d.domain, f"REJECT mail from {d.domain} refused: its servers send spam",
                               float(len(d.clients)), facts, subject=d.domain, effective=eff, config_change=change))
     return out
@@ -576,7 +384,7 @@ def _sender_rejects(world: _World) -> list[Suggestion]:
 # ----------------------------------------------------------------------------- existing entries
 
 
-def _existing_flags(world: _World) -> list[Suggestion]:
+def _existing_flags(world: World) -> list[Suggestion]:
     out: list[Suggestion] = []
     if world.client_table is not None:
         used: dict[str, list[ClientStats]] = {}
@@ -602,7 +410,7 @@ def _existing_flags(world: _World) -> list[Suggestion]:
                                           lineno=entry.lineno))
                 continue
             if entry.action == "OK":
-                bad = [(c, _abuse(c, world)) for c in users]
+                bad = [(c, abuse(c, world)) for c in users]
                 worst = [(c, a) for c, a in bad if a[0] >= 3]
                 if worst and len(worst) * 2 >= len(users):
                     c, (points, facts) = max(worst, key=lambda x: x[1][0])
@@ -612,83 +420,36 @@ def _existing_flags(world: _World) -> list[Suggestion]:
                                            "remove the OK (or replace it by REJECT)"],
                                           kind="conflict", subject=c.ip, lineno=entry.lineno))
     if world.sender_table is not None:
-        hits: dict[str, set[str]] = {}
-        for sender in world.ev.all_senders:
-            hit = world.sender_entry(sender)
-            if hit is not None:
-                hits.setdefault(hit.entry.key, set()).add(sender)
-        for entry in world.sender_table:
-            if entry.key not in hits:
-                out.append(Suggestion(SENDER_MAP, entry.key, entry.value, 0.0,
-                                      ["no sender matched it in the period"], kind="stale", lineno=entry.lineno))
+        out += _existing_sender_flags(world, world.sender_table)
     return out
 
 
-# ----------------------------------------------------------------------------- restriction order
-
-
-def _same_table(world: _World, amap: Any, path: str | None) -> bool:
-    if path is None or world.cfg is None:
-        return True
-    located = world.cfg.locate(amap.path) if amap.path else None
-    try:
-        if located is not None and Path(located).resolve() == Path(path).resolve():
-            return True
-    except OSError:
-        pass
-    return bool(amap.path) and Path(amap.path).name == Path(path).name
-
-
-def _order(world: _World, c: ClientStats, blocking: Counter[tuple[str, int, str]], check: str,
-           path: str | None) -> tuple[bool | None, str | None]:
-    """Would an entry in the table behind ``check`` have let this mail in, given main.cf?"""
-    cfg = world.cfg
-    if cfg is None:
-        return None, None
-    program = c.services.most_common(1)[0][0] if c.services else "postfix/smtpd"
-    service = cfg.service_for_program(program) or "smtp"
-    from maillens.restrictions import EVALUATION_ORDER, STAGE_PARAMETERS
-
-    lists = {stage: cfg.restrictions(service, stage) for stage in EVALUATION_ORDER}
-    ours = [(stage, r) for stage, rs in lists.items() for r in rs
-            if r.name == check and r.map is not None and _same_table(world, r.map, path)]
-    spec = ours[0][1].map.spec if ours else f"hash:{path or '/etc/postfix/' + check.split('_')[1] + '.access'}"
-    if not blocking:
-        if ours:
-            return True, None
-        stage = "client" if check == "check_client_access" else "sender"
-        return False, f"add '{check} {spec}' to {STAGE_PARAMETERS[stage]}"
-    changes: list[str] = []
-    for (restriction, _code, zone) in blocking:
-        found = [(stage, r) for stage, rs in lists.items() for r in rs
-                 if r.name == restriction and not r.warn_only
-                 and (not zone or r.zone is None or r.zone.domain == zone)]
-        if not found:
-            return None, f"{restriction} is not in the current configuration of service {service}"
-        stage, rej = found[0]
-        param = STAGE_PARAMETERS[stage]
-        mine = [r for s, r in ours if s == stage]
-        if mine and mine[0].position < rej.position:
+def _existing_sender_flags(world: World, table: AccessTable) -> list[Suggestion]:
+    """Sender entries nobody used, and OKs that let in domains misbehaving clients use."""
+    out: list[Suggestion] = []
+    hits: dict[str, set[str]] = {}  # entry key -> client ips of the senders it matched
+    for d in world.ev.domains.values():
+        for sender in d.senders:
+            hit = world.sender_entry(sender)
+            if hit is not None:
+                hits.setdefault(hit.entry.key, set()).update(d.clients)
+    for sender in world.ev.all_senders:
+        hit = world.sender_entry(sender)
+        if hit is not None:
+            hits.setdefault(hit.entry.key, set())
+    for entry in table:
+        if entry.key not in hits:
+            out.append(Suggestion(SENDER_MAP, entry.key, entry.value, 0.0,
+                                  ["no sender matched it in the period"], kind="stale", lineno=entry.lineno))
             continue
-        if mine:
-            change = (f"{check} must come before {restriction} in {param} "
-                      f"(now entry {mine[0].position}, after entry {rej.position})")
-        else:
-            change = f"{param} has no {check}: add '{check} {spec}' before {restriction}"
-        hint = _HINTS.get(restriction)
-        changes.append(change + (f" (or {hint})" if hint else ""))
-    if not changes:
-        return True, None
-    return False, "; ".join(dict.fromkeys(changes))
-
-
-_HINTS = {
-    "reject_unknown_client_hostname": "the sending site fixes its PTR/A records",
-    "reject_unknown_reverse_client_hostname": "the sending site fixes its PTR record",
-    "reject_non_fqdn_helo_hostname": "a check_helo_access entry, or the sender fixes its HELO",
-    "reject_invalid_helo_hostname": "a check_helo_access entry, or the sender fixes its HELO",
-    "reject_unknown_helo_hostname": "a check_helo_access entry, or the sender fixes its HELO",
-}
+        clients = [world.ev.clients[ip] for ip in hits[entry.key] if ip in world.ev.clients]
+        bad = [c for c in clients if abuse(c, world)[0] >= 3]
+        if entry.action == "OK" and len(bad) >= 3 and len(bad) * 2 >= len(clients):
+            out.append(Suggestion(SENDER_MAP, entry.key, entry.value, float(len(bad)), [
+                f"{len(bad)} of the {len(clients)} clients using it misbehave ({abuse_summary(bad, world)})",
+                "an OK here lets them skip the sender checks: remove it, or allow the domain's own "
+                "servers in access.client instead"], kind="conflict", lineno=entry.lineno))
+    return out
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -710,14 +471,14 @@ def suggest(events: Iterable[Event], *, client_table: AccessTable | None = None,
             parent_style = "smtpd_access_maps" in re.split(r"[\s,]+", pdms)
     collector = EvidenceCollector(recipient_delimiter=delimiter, our_domains=[d for d in our_domains if "." in d])
     collector.feed_all(_since(events, settings.since))
-    world = _World(collector, settings, client_table, sender_table, postfix, client_path, sender_path,
+    world = World(collector, settings, client_table, sender_table, postfix, client_path, sender_path,
                    parent_style)
     items = (_client_candidates(world) + _domain_candidates(world) + _network_rejects(world)
              + _sender_rejects(world) + _existing_flags(world))
     order = {"suggestion": 0, "conflict": 1, "ineffective": 2, "stale": 3, "inert": 4, "transient": 5}
     items.sort(key=lambda i: (order.get(i.kind, 9), i.map, not i.action.startswith("OK"), -i.score, i.key))
     notes = [f"{collector.events} events, {len(collector.clients)} clients"
-             + (f", {_hours(collector.first, collector.last):.1f} h of log" if collector.first else ""),
+             + (f", {hours(collector.first, collector.last):.1f} h of log" if collector.first else ""),
              f"restriction order from {postfix.source}" if postfix is not None
              else "restriction order not checked (no Postfix configuration)"]
     return SuggestResult(items, notes)

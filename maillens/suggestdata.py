@@ -102,7 +102,7 @@ class ClientStats:
 
     ip: str
     names: Counter[str] = field(default_factory=Counter)
-    reject_names: Counter[str] = field(default_factory=Counter)
+    other_names: Counter[str] = field(default_factory=Counter)
     helos: Counter[str] = field(default_factory=Counter)
     services: Counter[str] = field(default_factory=Counter)
     sessions: int = 0
@@ -135,7 +135,7 @@ class ClientStats:
     @property
     def name(self) -> str:
         """The name Postfix gave the client most often (``unknown``: not forward-confirmed)."""
-        names = self.names or self.reject_names
+        names = self.names or self.other_names
         return names.most_common(1)[0][0] if names else "unknown"
 
     @property
@@ -158,6 +158,7 @@ class DomainStats:
     clients: set[str] = field(default_factory=set)
     rejected_clients: set[str] = field(default_factory=set)
     rejects: Counter[tuple[str, int]] = field(default_factory=Counter)  # (restriction, code)
+    refused_by: dict[str, Counter[str]] = field(default_factory=dict)  # client ip -> restrictions
     accepted: int = 0
     accepted_clients: set[str] = field(default_factory=set)
     spf: Counter[str] = field(default_factory=Counter)
@@ -256,7 +257,7 @@ class EvidenceCollector:
         c = self.client(ev.client_ip)
         c.seen(ts)
         if ev.client_name:
-            c.reject_names[ev.client_name.lower()] += 1
+            c.other_names[ev.client_name.lower()] += 1
         sender, rcpt, helo = self._envelope(ev)
         restriction = ev.restriction or "unknown"
         code = int(ev.code or 0)
@@ -281,6 +282,7 @@ class EvidenceCollector:
                 d.clients.add(c.ip)
                 d.rejected_clients.add(c.ip)
                 d.rejects[(restriction, code)] += 1
+                d.refused_by.setdefault(c.ip, Counter())[restriction] += 1
                 d.senders.add(s)
                 if ts is not None:
                     d.first = ts if d.first is None else min(d.first, ts)
@@ -312,7 +314,10 @@ class EvidenceCollector:
         if ev.queue_id and ev.client_ip:
             self._queue[ev.queue_id] = [ev.client_ip, None, ts, 0]
             if ev.client_name:
-                self.client_names.setdefault(ev.client_ip, ev.client_name.lower())
+                name = ev.client_name.lower()
+                self.client_names.setdefault(ev.client_ip, name)
+                if ev.client_ip not in ("127.0.0.1", "::1"):
+                    self.client(ev.client_ip).other_names[name] += 1
 
     def _on_queued(self, ev: Event, ts: float | None) -> None:
         entry = self._queue.get(ev.queue_id or "")

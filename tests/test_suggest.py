@@ -278,3 +278,32 @@ def test_hostile_events_do_not_crash() -> None:
             Event("spf", data={"client_ip": "1.2.3.4", "sender": "@", "spf_result": None})]
     result = suggest(junk)
     assert to_postmap(result, {}).startswith("# maillens suggest")
+
+
+def _summary(result: SuggestResult) -> set[tuple]:  # type: ignore[type-arg]
+    return {(i.kind, i.map, i.key, i.action, i.effective) for i in result.items}
+
+
+def test_the_store_gives_the_same_suggestions(tmp_path: Path) -> None:
+    d = corpus_dir(SUGGEST)
+    db = tmp_path / "store.db"
+    done = CliRunner().invoke(cli, ["ingest", "--db", str(db), str(d / "maillog")], catch_exceptions=False)
+    assert done.exit_code == 0, done.output
+    args = ["suggest", "--db", str(db), "--access-client", str(d / "config/access.client"),
+            "--access-sender", str(d / "config/access.sender"), "--postfix-config", str(d / "config"),
+            "--format", "json"]
+    out = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    from_store = {(i["kind"], i["map"], i["key"], i["action"], i["effective_with_current_config"])
+                  for i in json.loads(out.output)}
+    assert from_store == _summary(_result(SUGGEST))
+
+
+def test_rfc3339_log_gives_the_same_suggestions() -> None:
+    d = corpus_dir(SUGGEST)
+    config = d / "config"
+    result = suggest(corpus_events(SUGGEST, "maillog.rfc3339"),
+                     client_table=AccessTable.load(config / "access.client"),
+                     sender_table=AccessTable.load(config / "access.sender"), postfix=load_postfix_config(config),
+                     client_path=str(config / "access.client"), sender_path=str(config / "access.sender"))
+    assert _summary(result) == _summary(_result(SUGGEST))
