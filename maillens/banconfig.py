@@ -360,7 +360,11 @@ def _jail(name: str, raw: Mapping[str, Any]) -> JailConfig | None:
         raise ConfigError(f"{where} maxmatches must be a whole number")
     params = JailParams(name, maxretry, findtime, bantime, _increment(raw, where), maxmatches)
     if filter_spec is not None:
+        from maillens.errors import FilterError
         from maillens.filterconf import load_filter
 
-        load_filter(filter_spec)  # fail now, with the filter's own message, not mid-run
+        try:
+            load_filter(filter_spec)  # fail now, with the filter's own message, not mid-run
+        except FilterError as exc:
+            raise ConfigError(f"{where} filter: {exc}") from None
     return JailConfig(params, match, _compile_conditions(raw.get("ignore"), f"{where} ignore"), filter_spec)
