@@ -60,7 +60,7 @@ import ipaddress
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Iterable
 
 from maillens.accessmap import DEFAULT_PARENT_STYLE, AccessTable, valid_key
@@ -175,12 +175,18 @@ class SuggestResult:
 # ----------------------------------------------------------------------------- OK: clients
 
 
-def _transient(times: list[float], codes: Iterable[int], accepted_after: Iterable[float]) -> bool:
-    """All refusals were 4xx and mail got through later: nothing to allow permanently."""
-    if not times or any(code >= 500 for code in codes):
-        return False
-    last_reject = max(times)
-    return any(t > last_reject for t in accepted_after)
+def _temporary(times: list[float], codes: Iterable[int], accepted_after: Iterable[float]) -> str | None:
+    """Why no permanent entry fits when every refusal was a 4xx, else None.
+
+    A 4xx loses no mail: the sender retries.  If its mail got through later
+    the problem went away by itself; if not, it may still (DNS outages end),
+    and a permanent OK would switch the checks off for good.
+    """
+    if any(code >= 500 for code in codes):
+        return None
+    if times and any(t > max(times) for t in accepted_after):
+        return "all refusals were temporary (4xx) and the same sender got through later"
+    return "refused only temporarily (4xx) so far: the sender keeps retrying; no entry unless it becomes permanent"
 
 
 def _client_candidates(world: World) -> list[Suggestion]:
@@ -191,11 +197,6 @@ def _client_candidates(world: World) -> list[Suggestion]:
             continue
         existing = world.client_entry(c)
         facts = [reject_summary(blocking, c)]
-        if _transient(c.reject_times, [k[1] for k in blocking], [t for t, _ in c.accepted_times]):
-            out.append(Suggestion(CLIENT_MAP, c.name if c.verified else c.ip, "none", 0.0,
-                                  facts + ["all refusals were temporary and its mail was accepted later"],
-                                  kind="transient", subject=c.ip))
-            continue
         if vetoes(c, world):
             continue
         if existing is not None:
@@ -214,6 +215,10 @@ def _client_candidates(world: World) -> list[Suggestion]:
         if score < world.settings.ok_threshold:
             continue
         key = c.name if c.verified else c.ip
+        why = _temporary(c.reject_times, [k[1] for k in blocking], [t for t, _ in c.accepted_times])
+        if why:
+            out.append(Suggestion(CLIENT_MAP, key, "none", score, facts + [why], kind="transient", subject=c.ip))
+            continue
         if not valid_key(key):
             continue
         eff, change = order_effect(world, c, blocking, "check_client_access", world.client_path)
@@ -237,11 +242,6 @@ def _domain_candidates(world: World) -> list[Suggestion]:
                  f" from {len(clients)} client{'s' if len(clients) != 1 else ''} over {hours(d.first, d.last):.1f} h"]
         times = [t for c in clients for t in c.reject_times]
         accepted_after = [t for c in clients for t, s in c.accepted_times if s.endswith("@" + d.domain)]
-        if _transient(times, [code for (_r, code) in blocking], accepted_after):
-            out.append(Suggestion(SENDER_MAP, d.domain, "none", 0.0,
-                                  facts + ["all refusals were temporary and the same mail was accepted later"],
-                                  kind="transient", subject=d.domain))
-            continue
         if not clients or any(not aligned(c.name, d.domain) or not c.verified for c in clients):
             continue  # refused from clients that are not the domain's own: forgery, not a false positive
         if any(vetoes(c, world) for c in clients) or any(world.sender_entry(s) for s in d.senders):
@@ -271,6 +271,11 @@ def _domain_candidates(world: World) -> list[Suggestion]:
             score += 1
             facts.append(f"only {d.domain} from there")
         if score < world.settings.ok_threshold:
+            continue
+        why = _temporary(times, [code for (_r, code) in blocking], accepted_after)
+        if why:
+            out.append(Suggestion(SENDER_MAP, d.domain, "none", score, facts + [why], kind="transient",
+                                  subject=d.domain))
             continue
         if refused_by & d.spf_fail_clients:
             facts.append(f"narrower fix: ask {d.domain} to list {', '.join(names[:3])} in its SPF record")
@@ -458,8 +463,13 @@ def _existing_sender_flags(world: World, table: AccessTable) -> list[Suggestion]
 def suggest(events: Iterable[Event], *, client_table: AccessTable | None = None,
             sender_table: AccessTable | None = None, postfix: PostfixConfig | None = None,
             settings: SuggestSettings | None = None, client_path: str | None = None,
-            sender_path: str | None = None) -> SuggestResult:
-    """Read events once and return suggestions and flags, best first."""
+            sender_path: str | None = None, cutoff: datetime | None = None) -> SuggestResult:
+    """Read events once and return suggestions and flags, best first.
+
+    ``cutoff`` drops older events as they stream by; without it,
+    ``settings.since`` counts back from the newest event, which needs them all
+    in memory first.
+    """
     settings = settings or SuggestSettings()
     delimiter, our_domains, parent_style = "+", [], DEFAULT_PARENT_STYLE
     if postfix is not None:
@@ -470,7 +480,10 @@ def suggest(events: Iterable[Event], *, client_table: AccessTable | None = None,
         if pdms is not None:
             parent_style = "smtpd_access_maps" in re.split(r"[\s,]+", pdms)
     collector = EvidenceCollector(recipient_delimiter=delimiter, our_domains=[d for d in our_domains if "." in d])
-    collector.feed_all(_since(events, settings.since))
+    if cutoff is not None:
+        collector.feed_all(e for e in events if e.ts is None or e.ts >= cutoff)
+    else:
+        collector.feed_all(_since(events, settings.since))
     world = World(collector, settings, client_table, sender_table, postfix, client_path, sender_path,
                    parent_style)
     items = (_client_candidates(world) + _domain_candidates(world) + _network_rejects(world)

@@ -39,7 +39,8 @@ def entry_lines(item: Suggestion) -> list[str]:
     lines = comment_lines(head) + comment_lines("\n".join(_wrap(item.evidence[1:])))
     entry = format_line(item.key, item.action)
     if item.effective is False:
-        lines += comment_lines(f"NOT EFFECTIVE with the current configuration: {item.config_change}")
+        lines += comment_lines("\n".join(_wrap([f"NOT EFFECTIVE with the current configuration: "
+                                                  f"{item.config_change}"], indent="")))
         lines += comment_lines("Make that change first, then uncomment:")
         lines.append(f"# {entry}")
     else:

@@ -252,6 +252,10 @@ def test_since_limits_the_period() -> None:
               (corpus_dir(SUGGEST) / "truth.jsonl").read_text().splitlines() if json.loads(line)["phase"] == 2}
     result = suggest(corpus_events(SUGGEST), settings=SuggestSettings(since=parse_since("2h")))
     assert f" {len(phase2)} clients, 0.1 h of log" in result.notes[0]
+    # the command filters while streaming, counting back from the end of the newest file
+    out = CliRunner().invoke(cli, ["suggest", "--since", "2h", str(corpus_dir(SUGGEST) / "maillog")],
+                             catch_exceptions=False)
+    assert f" {len(phase2)} clients, 0.1 h of log" in out.output.splitlines()[0]
     assert parse_since("30d").days == 30
     with pytest.raises(UsageError):
         parse_since("thirty days")

@@ -68,14 +68,17 @@ def suggest(ctx: click.Context, files: tuple[str, ...], client_path: str | None,
     client_table = AccessTable.load(client_path) if client_path else None
     sender_table = AccessTable.load(sender_path) if sender_path else None
     postfix = _postfix(settings, postfix_config)
+    cutoff = None
     if files:
         from maillens.sources import iter_events
 
         events = iter_events(files)
+        newest = _newest_time(files) if options.since is not None and "-" not in files else None
+        cutoff = newest - options.since if newest is not None else None
     else:
         events, options = _store_events(settings, db, options)
     result = run(events, client_table=client_table, sender_table=sender_table, postfix=postfix,
-                 settings=options, client_path=client_path, sender_path=sender_path)
+                 settings=options, client_path=client_path, sender_path=sender_path, cutoff=cutoff)
     if fmt == "json":
         click.echo(suggestout.to_json(result), nl=False)
     elif fmt == "diff":
@@ -83,6 +86,26 @@ def suggest(ctx: click.Context, files: tuple[str, ...], client_path: str | None,
         click.echo(suggestout.to_diff(result, tables), nl=False)
     else:
         click.echo(suggestout.to_postmap(result, {CLIENT_MAP: client_path, SENDER_MAP: sender_path}), nl=False)
+
+
+def _newest_time(files: tuple[str, ...]) -> Any:
+    """The time of the newest line: the end of the last file of the (oldest-first) set.
+
+    Lets ``--since`` filter while streaming instead of holding every event.
+    """
+    from collections import deque
+
+    from maillens.classify import Classifier
+    from maillens.sources import expand_paths, read_file_lines
+
+    inputs = expand_paths(files)
+    if not inputs:
+        return None
+    tail = deque(read_file_lines(inputs[-1].path), maxlen=200)
+    classifier = Classifier()
+    classifier.start_source(inputs[-1].reference_time)
+    stamps = [e.ts for e in (classifier.classify(line.text) for line in tail) if e.ts is not None]
+    return max(stamps) if stamps else None
 
 
 def _read(path: str | None) -> str:
