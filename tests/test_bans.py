@@ -350,3 +350,139 @@ def test_prefilter_changes_nothing(dev_corpus: Path) -> None:
     assert [e.to_json() for e in fast.entries()] == [e.to_json() for e in slow.entries()]
     a, b = fast.state_dict(), slow.state_dict()
     assert (a["jails"], a["lines"], a["last_time"]) == (b["jails"], b["lines"], b["last_time"])
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def _config(tmp_path: Path, corpus: Path, extra: str = "") -> Path:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[bans]\nloopback = []\n{extra}\n[postfix]\nconfig_dir = "{corpus / "config"}"\n')
+    return cfg
+
+
+def _cli(*args: str) -> Any:
+    from click.testing import CliRunner
+
+    from maillens.cli.main import cli
+
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_cli_json_from_files_and_at(dev_corpus: Path, tmp_path: Path) -> None:
+    cfg = _config(tmp_path, dev_corpus)
+    log = str(dev_corpus / "maillog")
+    res = _cli("--config", str(cfg), "bans", "--format", "json", log)
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data and all(set(d) == {"address", "jail", "failures", "first", "last", "until", "bans", "evidence"} for d in data)
+    engine = _engine({"loopback": []}, dev_corpus / "config", own=None)
+    engine.feed_paths([log])
+    from maillens.exporters import prepare
+
+    listed = prepare(engine.entries(), engine.last_time)  # one entry per address: the longest ban
+    assert [(d["address"], d["jail"], d["bans"]) for d in data] == [(e.address, e.jail, e.bans) for e in listed]
+    # every entry is a client the truth says misbehaved, and its evidence is lines of the log
+    lines = set((dev_corpus / "maillog").read_text().splitlines())
+    assert all(ev in lines for d in data for ev in d["evidence"])
+    # --at: the list as it stood one second before a ban, and at the ban
+    sasl = next(d for d in data if d["jail"] == "sasl")
+    last = datetime.fromisoformat(sasl["last"]).timestamp()
+    before = json.loads(_cli("--config", str(cfg), "bans", "--format", "json", "--at", str(last - 1), log).stdout)
+    at = json.loads(_cli("--config", str(cfg), "bans", "--format", "json", "--at", sasl["last"], log).stdout)
+    assert (sasl["address"], "sasl") in {(d["address"], d["jail"]) for d in at}
+    assert all(datetime.fromisoformat(d["first"]).timestamp() <= last - 1 for d in before)
+
+
+def test_cli_list_shows_refusals(suggest_corpus: Path, tmp_path: Path) -> None:
+    res = _cli("--config", str(_config(tmp_path, suggest_corpus)), "bans", "--list", str(suggest_corpus / "maillog"))
+    assert res.exit_code == 0
+    out = res.stdout.splitlines()
+    assert out[0].endswith(" banned") and out[1].split()[:3] == ["address", "jail", "fails"]
+    refused = [line for line in out if "access.client line" in line]
+    assert refused and " refused (never banned)" in res.stdout
+
+
+def test_cli_usage_errors(dev_corpus: Path, tmp_path: Path) -> None:
+    log = str(dev_corpus / "maillog")
+    res = _cli("bans", "--apply", log)
+    assert res.exit_code == 2 and "--apply needs --output FILE" in res.stderr
+    res = _cli("--config", str(_config(tmp_path, dev_corpus)), "bans", "--format", "json", "--output",
+               str(tmp_path / "x.json"), "--apply", log)  # fmt: skip
+    assert res.exit_code == 2 and "--apply has no loader for format 'json'" in res.stderr
+    res = _cli("bans", "--at", "yesterday-ish", log)
+    assert res.exit_code == 2 and "--at 'yesterday-ish'" in res.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[bans.jails.sasl]\nmaxretry = -3\n")
+    res = _cli("--config", str(bad), "bans", log)
+    assert res.exit_code == 2 and "[bans.jails.sasl] maxretry must be" in res.stderr
+    res = _cli("bans", "--db", str(tmp_path / "none.db"))
+    assert res.exit_code == 5 and "no store at" in res.stderr
+
+
+def test_cli_apply_nft_in_namespace(dev_corpus: Path, tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    from conftest import require_tool
+    from test_exporters import require_netns
+
+    require_tool("nft")
+    require_netns()
+    out = tmp_path / "maillens.nft"
+    exe = shutil.which("maillens")
+    assert exe, "the maillens entry point is installed (pip install -e .)"
+    proc = subprocess.run(
+        ["unshare", "-n", "sh", "-ec",
+         f"{exe} --config {_config(tmp_path, dev_corpus)} bans --format nft --output {out} --apply "
+         f"--at 2026-11-10T07:26:00 {dev_corpus / 'maillog'}; nft -j list set inet maillens blocked4"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert f"applied: nft -f {out} exited with status 0" in proc.stderr
+    loaded = json.loads(proc.stdout)
+    elems = [s for s in loaded["nftables"] if "set" in s][0]["set"].get("elem", [])
+    assert len(elems) == len([line for line in out.read_text().splitlines() if line.strip().startswith("127.")])
+    assert elems
+
+
+def test_store_state_survives_restarts(dev_corpus: Path, tmp_path: Path) -> None:
+    """Judging the store in two runs (ingest, bans, ingest more, bans) equals one run over it all,
+    and the second run's increments need the first run's history."""
+    from maillens.banstore import ban_log, update_from_store
+    from maillens.ingest import ingest
+    from maillens.store import Store
+
+    lines = (dev_corpus / "maillog").read_text().splitlines(keepends=True)
+    half = len(lines) // 2
+    split_log = tmp_path / "split" / "mail.log"
+    whole_log = tmp_path / "whole" / "mail.log"
+    for p in (split_log, whole_log):
+        p.parent.mkdir()
+    split_log.write_text("".join(lines[:half]))
+    whole_log.write_text("".join(lines))
+
+    def judge(db: Path) -> None:
+        with Store.open(db) as store:
+            update_from_store(store, _engine({"loopback": []}, dev_corpus / "config"))
+
+    split_db, whole_db = tmp_path / "split.db", tmp_path / "whole.db"
+    ingest([str(split_log)], split_db)
+    judge(split_db)
+    with Store.open(split_db) as store:
+        first_run = ban_log(store)
+    with split_log.open("a") as fh:
+        fh.write("".join(lines[half:]))
+    ingest([str(split_log)], split_db)
+    judge(split_db)
+    ingest([str(whole_log)], whole_db)
+    judge(whole_db)
+    with Store.open(split_db) as a, Store.open(whole_db) as b:
+        two_runs, one_run = ban_log(a), ban_log(b)
+        tables = ("bans_history", "bans_state")
+        assert [list(a.connection.execute(f"SELECT * FROM {t} ORDER BY 1, 2")) for t in tables] == \
+            [list(b.connection.execute(f"SELECT * FROM {t} ORDER BY 1, 2")) for t in tables]
+    assert first_run and two_runs == one_run
+    earlier = {(r["ip"], r["jail"]) for r in first_run}
+    carried = [r for r in two_runs[len(first_run):] if (r["ip"], r["jail"]) in earlier and r["bancount"] >= 2]
+    assert carried, "some repeat offender's later ban counted its ban from the first run"
