@@ -371,6 +371,29 @@ def _strip_extension(local: str, delimiters: str) -> str:
     return local[:cut] if cut > 0 else local
 
 
+def unreachable(key: str, *, client: bool, parent_style: bool = DEFAULT_PARENT_STYLE) -> str | None:
+    """Why smtpd can never find ``key`` in a hash-type client or sender table (None: it can).
+
+    These are the classic silent mistakes: ``.domain`` keys with the default
+    ``parent_domain_matches_subdomains``, CIDR ranges in a hash table,
+    ``@domain`` (a virtual(5) form, not an access(5) one), mail addresses in a
+    client table.
+    """
+    k = key.lower()
+    if k.startswith(".") and parent_style:
+        return (f"keys with a leading dot are never looked up while parent_domain_matches_subdomains "
+                f"includes smtpd_access_maps; the key {k[1:]} matches the domain and its subdomains")
+    if "/" in k and re.fullmatch(r"[0-9a-f.:]+/\d+", k):
+        return "a hash table matches no CIDR range; use a cidr: table or a partial address like 192.0.2"
+    if client and "@" in k:
+        return "check_client_access looks up host names and addresses, never mail addresses"
+    if not client and k.startswith("@"):
+        return f"check_sender_access never looks up @domain; the key is the bare domain {k[1:]}"
+    if re.fullmatch(r"[0-9]+(?:\.[0-9]+)+", k) and not valid_key(k):
+        return "not an address or prefix smtpd would produce (octets above 255 or leading zeros)"
+    return None
+
+
 # --------------------------------------------------------------------------- writing
 
 _HOST_RE = re.compile(r"\.?(?=.{1,253}$)(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.)*"

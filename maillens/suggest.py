@@ -63,7 +63,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Iterable
 
-from maillens.accessmap import DEFAULT_PARENT_STYLE, AccessTable, valid_key
+from maillens.accessmap import DEFAULT_PARENT_STYLE, AccessTable, unreachable, valid_key
 from maillens.errors import ConfigError, UsageError
 from maillens.events import Event
 from maillens.suggestdata import (
@@ -404,11 +404,13 @@ def _existing_flags(world: World) -> list[Suggestion]:
         for entry in world.client_table:
             users = used.get(entry.key, [])
             if not users:
-                if entry.key in other_style:
+                why = unreachable(entry.key, client=True, parent_style=world.parent_style)
+                if why is None and entry.key in other_style:
                     style = "includes" if world.parent_style else "does not include"
-                    out.append(Suggestion(CLIENT_MAP, entry.key, entry.value, 0.0, [
-                        f"never consulted: parent_domain_matches_subdomains {style} smtpd_access_maps"],
-                        kind="inert", lineno=entry.lineno))
+                    why = f"never consulted: parent_domain_matches_subdomains {style} smtpd_access_maps"
+                if why:
+                    out.append(Suggestion(CLIENT_MAP, entry.key, entry.value, 0.0, [why], kind="inert",
+                                          lineno=entry.lineno))
                 else:
                     out.append(Suggestion(CLIENT_MAP, entry.key, entry.value, 0.0,
                                           ["no client matched it in the period"], kind="stale",
@@ -444,8 +446,10 @@ def _existing_sender_flags(world: World, table: AccessTable) -> list[Suggestion]
             hits.setdefault(hit.entry.key, set())
     for entry in table:
         if entry.key not in hits:
+            why = unreachable(entry.key, client=False, parent_style=world.parent_style)
             out.append(Suggestion(SENDER_MAP, entry.key, entry.value, 0.0,
-                                  ["no sender matched it in the period"], kind="stale", lineno=entry.lineno))
+                                  [why or "no sender matched it in the period"], kind="inert" if why else "stale",
+                                  lineno=entry.lineno))
             continue
         clients = [world.ev.clients[ip] for ip in hits[entry.key] if ip in world.ev.clients]
         bad = [c for c in clients if abuse(c, world)[0] >= 3]

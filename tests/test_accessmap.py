@@ -232,3 +232,20 @@ def test_written_lines_pass_postmap(tmp_path: Path) -> None:
     assert _postmap_hits(path, ["vps.cheapcloud.example"])["vps.cheapcloud.example"].startswith("REJECT too much")
     for bad in ["a b", "x#y", '"q"', "", "host\nname", "-", "1.2.300"]:
         assert not valid_key(bad)
+
+
+def test_keys_smtpd_never_consults() -> None:
+    from maillens.accessmap import unreachable
+
+    assert unreachable(".example.com", client=True) and not unreachable(".example.com", client=True,
+                                                                          parent_style=False)
+    assert unreachable("192.0.2.0/24", client=True)
+    assert unreachable("user@example.com", client=True) and not unreachable("user@example.com", client=False)
+    assert unreachable("@example.com", client=False)
+    assert unreachable("192.0.2.300", client=True)
+    for key in ("example.com", "192.0.2", "2001:db8:1", "user@", "unknown"):
+        assert unreachable(key, client=True) is None or "@" in key
+    # what "never consulted" means, shown with lookups over every probe form
+    table = AccessTable.parse(".example.com OK\n192.0.2.0/24 OK\n@example.com OK\n")
+    assert table.lookup_client("mx.example.com", "192.0.2.1") is None
+    assert table.lookup_sender("bob@example.com") is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timezone
 from typing import Any
 
@@ -64,7 +65,7 @@ def suggest(ctx: click.Context, files: tuple[str, ...], client_path: str | None,
     settings = load_settings(ctx)
     options = SuggestSettings.from_section(settings.section("suggest"))
     if since:
-        options = SuggestSettings(**{**options.__dict__, "since": parse_since(since)})
+        options = dataclasses.replace(options, since=parse_since(since))
     client_table = AccessTable.load(client_path) if client_path else None
     sender_table = AccessTable.load(sender_path) if sender_path else None
     postfix = _postfix(settings, postfix_config)
@@ -127,4 +128,4 @@ def _store_events(settings: Any, db: str | None, options: Any) -> tuple[list[Any
         since_ts = (datetime.now(timezone.utc) - options.since).timestamp()
     with Store.open(db or settings.section("store").get("db"), readonly=True) as store:
         events = list(events_from_store(store, since_ts))
-    return events, type(options)(**{**options.__dict__, "since": None})
+    return events, dataclasses.replace(options, since=None)
