@@ -1,0 +1,84 @@
+"""Shared benchmark helpers: run a command, time it, sample its process tree's memory.
+
+Peak RSS is the largest sum of resident memory over the command and all its
+children (workers included), sampled every 20 ms from /proc -- what the
+machine actually had to give, not one process's share.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "out"
+
+
+@dataclass
+class Run:
+    seconds: float
+    peak_rss_mb: float
+    returncode: int
+
+
+def _children(pid: int) -> list[int]:
+    found = [pid]
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as fh:
+                for child in fh.read().split():
+                    found.extend(_children(int(child)))
+    except OSError:
+        pass
+    return found
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def run(cmd: list[str], stdout_path: Path | None = None) -> Run:
+    """Run ``cmd`` to completion; wall time and peak RSS of its whole process tree."""
+    out = open(stdout_path, "wb") if stdout_path else subprocess.DEVNULL
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.PIPE)
+    peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, sum(_rss_kb(p) for p in _children(proc.pid)))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    _, err = proc.communicate()
+    seconds = time.perf_counter() - start
+    done.set()
+    sampler.join()
+    if stdout_path:
+        out.close()  # type: ignore[union-attr]
+    if proc.returncode != 0:
+        sys.stderr.write(err.decode(errors="replace")[-2000:])
+    return Run(seconds, peak / 1024, proc.returncode)
+
+
+def make_log(lines: int) -> Path:
+    """The benchmark log of ``lines`` lines (built once, kept in bench/out)."""
+    path = OUT / f"bench-{lines}.log"
+    if not path.exists():
+        subprocess.run([sys.executable, str(HERE / "make_log.py"), "--lines", str(lines), "--out", str(path)], check=True)
+    return path
