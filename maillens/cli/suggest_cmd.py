@@ -11,24 +11,6 @@ import click
 from maillens.cli.main import handle_errors, load_settings
 
 
-def _postfix(settings: Any, explicit: str | None) -> Any:
-    """The Postfix configuration for the restriction-order check, or None when there is none.
-
-    An explicit ``--postfix-config`` (or ``[postfix] config_dir``) must be
-    readable; otherwise the local Postfix is used if there is one.
-    """
-    from maillens.errors import ConfigError
-    from maillens.postconf import load_postfix_config
-
-    config_dir = explicit or settings.section("postfix").get("config_dir")
-    if config_dir:
-        return load_postfix_config(config_dir)
-    try:
-        return load_postfix_config(None)
-    except ConfigError:
-        return None
-
-
 @click.command("suggest")
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--access-client", "client_path", type=click.Path(dir_okay=False), metavar="FILE",
@@ -36,7 +18,8 @@ def _postfix(settings: Any, explicit: str | None) -> Any:
 @click.option("--access-sender", "sender_path", type=click.Path(dir_okay=False), metavar="FILE",
               help="Source file of the check_sender_access table (e.g. /etc/postfix/access.sender).")
 @click.option("--since", metavar="AGE",
-              help="Only the last AGE of mail (30d, 12h, 2w), counted back from the newest line read.")
+              help="Only the last AGE of mail (30d, 12h, 2w): back from the newest line of the FILEs, "
+                   "or from now for the store.")
 @click.option("--format", "fmt", type=click.Choice(["postmap", "json", "diff"]), default="postmap",
               show_default=True, help="postmap lines with evidence comments, a JSON list, or a unified diff.")
 @click.option("--postfix-config", type=click.Path(file_okay=False), metavar="DIR",
@@ -58,6 +41,7 @@ def suggest(ctx: click.Context, files: tuple[str, ...], client_path: str | None,
                      --access-sender /etc/postfix/access.sender --since 30d /var/log/mail.log*
     """
     from maillens import suggestout
+    from maillens.reporting import load_postfix
     from maillens.accessmap import AccessTable
     from maillens.suggest import CLIENT_MAP, SENDER_MAP, SuggestSettings, parse_since
     from maillens.suggest import suggest as run
@@ -68,7 +52,7 @@ def suggest(ctx: click.Context, files: tuple[str, ...], client_path: str | None,
         options = dataclasses.replace(options, since=parse_since(since))
     client_table = AccessTable.load(client_path) if client_path else None
     sender_table = AccessTable.load(sender_path) if sender_path else None
-    postfix = _postfix(settings, postfix_config)
+    postfix = load_postfix(settings, postfix_config)  # explicit dir must load; else local postconf if any
     cutoff = None
     if files:
         from maillens.sources import iter_events
