@@ -239,14 +239,38 @@ def _fill_planned(event: Event, m: re.Match[str], alt: _Alternative) -> None:
             data.setdefault("client_ip", value)
             break
     queue_id = m.group(alt.qid_group) if alt.qid_group else None
-    if alt.fid_group:
-        fid = m.group(alt.fid_group)
-        if fid is not None:
-            fid_field = annotations.get("fid", "queue_id")
-            if fid_field == "queue_id":
-                queue_id = fid
-            else:
-                data[fid_field] = fid
+    fid = m.group(alt.fid_group) if alt.fid_group else None
+    _finish_event(event, data, restriction, queue_id, fid, annotations, alt.rule_id, alt.int_fields, alt.float_fields)
+
+
+def _fill_event(event: Event, groups: dict[str, Any], annotations: dict[str, str], rule_id: str) -> None:
+    """Build the event's fields from a match's group dict (fail2ban-order path)."""
+    data: dict[str, Any] = {}
+    restriction = None
+    for name, value in groups.items():
+        if name.startswith("r__"):
+            restriction = _MARKER_SUFFIX.sub("", name[3:])
+        elif name.startswith("alt_"):
+            data.setdefault(_MARKER_SUFFIX.sub("", name[4:]), value)
+        elif name not in ("content", "ip4", "ip6", "fid", "dns", "queue_id"):
+            data[name] = value
+    address = groups.get("ip4") or groups.get("ip6")
+    if address is not None:
+        data.setdefault("client_ip", address)
+    _finish_event(event, data, restriction, groups.get("queue_id"), groups.get("fid"), annotations, rule_id,
+                  tuple(_INT_FIELDS.intersection(data)), tuple(_FLOAT_FIELDS.intersection(data)))
+
+
+def _finish_event(event: Event, data: dict[str, Any], restriction: str | None, queue_id: str | None,
+                  fid: str | None, annotations: dict[str, str], rule_id: str,
+                  int_fields: Iterable[str], float_fields: Iterable[str]) -> None:
+    """What every rule match ends with: failure id, annotations, kind, types, the kind's fixer."""
+    if fid is not None:
+        fid_field = annotations.get("fid", "queue_id")
+        if fid_field == "queue_id":
+            queue_id = fid
+        else:
+            data[fid_field] = fid
     event.queue_id = queue_id
     kind = annotations.get("kind", "other")
     if len(annotations) > 1:
@@ -262,72 +286,13 @@ def _fill_planned(event: Event, m: re.Match[str], alt: _Alternative) -> None:
         kind = data.pop(kind[1:], "other")
     if restriction is not None:
         data["restriction"] = restriction
-    for name in alt.int_fields:
-        if name in data:
-            try:
-                data[name] = int(data[name])
-            except ValueError:
-                pass
-    for name in alt.float_fields:
-        if name in data:
-            try:
-                data[name] = float(data[name])
-            except ValueError:
-                pass
-    event.kind = kind
-    event.rule = alt.rule_id
-    fixer = _KIND_FIXERS.get(kind)
-    if fixer is not None:
-        fixer(data)
-    event.data = data
-
-
-def _fill_event(event: Event, groups: dict[str, Any], annotations: dict[str, str], rule_id: str) -> None:
-    data: dict[str, Any] = {}
-    restriction = None
-    for name, value in groups.items():
-        if name.startswith("r__"):
-            restriction = _MARKER_SUFFIX.sub("", name[3:])
-        elif name.startswith("alt_"):
-            base = re.sub(r"_\d+$", "", name[4:])
-            data.setdefault(base, value)
-        elif name not in ("content", "ip4", "ip6", "fid", "dns", "queue_id"):
-            data[name] = value
-    address = groups.get("ip4") or groups.get("ip6")
-    if address is not None:
-        data.setdefault("client_ip", address)
-    fid_field = annotations.get("fid", "queue_id")
-    fid = groups.get("fid")
-    queue_id = groups.get("queue_id")
-    if fid is not None:
-        if fid_field == "queue_id":
-            queue_id = fid
-        else:
-            data[fid_field] = fid
-    event.queue_id = queue_id
-    kind = annotations.get("kind", "other")
-    for key, value in annotations.items():
-        if key in ("kind", "fid"):
-            continue
-        if value.startswith("@"):
-            value = data.get(value[1:], value)
-            if key == "restriction":
-                value = _CHECK_RESTRICTION.get(value, value)
-        data.setdefault(key, value)
-    if kind.startswith("@"):
-        kind = data.pop(kind[1:], "other")
-    if restriction is not None:
-        data["restriction"] = restriction
-    for name in _INT_FIELDS.intersection(data):
-        try:
-            data[name] = int(data[name])
-        except (TypeError, ValueError):
-            pass
-    for name in _FLOAT_FIELDS.intersection(data):
-        try:
-            data[name] = float(data[name])
-        except (TypeError, ValueError):
-            pass
+    for converter, names in ((int, int_fields), (float, float_fields)):
+        for name in names:
+            if name in data:
+                try:
+                    data[name] = converter(data[name])
+                except (TypeError, ValueError):
+                    pass
     event.kind = kind
     event.rule = rule_id
     fixer = _KIND_FIXERS.get(kind)
