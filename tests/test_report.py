@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from collections import Counter, defaultdict
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -320,3 +321,106 @@ def test_classifier_reference_is_the_corpus_end() -> None:
     ev = c.classify("Nov  9 08:41:19 mx postfix/postfix-script[1]: starting the Postfix mail system")
     assert ev.ts is not None and ev.ts.date() == date(2026, 11, 9)
     assert HOURLY_SERIES[0] == "received"
+
+
+# -- contrib: cron.daily script and systemd units ------------------------------------------------
+
+CONTRIB = Path(__file__).resolve().parent.parent / "contrib"
+
+
+def _unit(path: Path) -> Any:
+    import configparser
+
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read(path)
+    return parser
+
+
+def _maillens_commands() -> list[list[str]]:
+    import shlex
+
+    commands = []
+    for unit in sorted((CONTRIB / "systemd").glob("*.service")):
+        for line in unit.read_text().splitlines():
+            if line.startswith(("ExecStart=", "ExecStartPre=")):
+                commands.append(shlex.split(line.split("=", 1)[1])[1:])
+    script = (CONTRIB / "cron.daily" / "maillens-report").read_text()
+    for m in re.finditer(r'^\s*(?:exec )?"\$MAILLENS" (.+)$', script, re.M):
+        words = shlex.split(m.group(1).replace('"${MAILLENS_LOG:-/var/log/mail.log}"', "/var/log/mail.log"))
+        commands.append([w if not w.startswith("$") else "x" for w in words])
+    return commands
+
+
+def test_contrib_commands_are_real_maillens_commands() -> None:
+    commands = _maillens_commands()
+    assert len(commands) >= 5
+    for args in commands:
+        res = CliRunner().invoke(cli, [*args, "--help"])
+        assert res.exit_code == 0, (args, res.output)
+
+
+def test_systemd_units_verify_and_timers(tmp_path: Path) -> None:
+    from conftest import require_tool
+
+    analyze = require_tool("systemd-analyze", reason="checks contrib/systemd units")
+    maillens = require_tool("maillens")
+    for unit in (CONTRIB / "systemd").iterdir():  # systemd checks ExecStart binaries: point at ours
+        (tmp_path / unit.name).write_text(unit.read_text().replace("=maillens ", f"={maillens} "))
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["maillens-ingest.service", "maillens-ingest.timer", "maillens-report.service",
+                     "maillens-report.timer"]  # fmt: skip
+    res = subprocess.run([analyze, "verify", "--man=no", *names], cwd=tmp_path, capture_output=True, text=True)
+    assert res.returncode == 0 and not res.stderr.strip(), res.stderr
+    ingest, report = _unit(tmp_path / "maillens-ingest.timer"), _unit(tmp_path / "maillens-report.timer")
+    assert report["Timer"]["Persistent"] == "true" and ingest["Timer"]["Persistent"] == "true"
+    times = []
+    for spec in (ingest["Timer"]["OnCalendar"], report["Timer"]["OnCalendar"]):
+        out = subprocess.run([analyze, "calendar", "--iterations=3", spec], capture_output=True, text=True,
+                             check=True, env={"TZ": "UTC", "PATH": "/usr/bin:/bin"}).stdout  # fmt: skip
+        stamps = re.findall(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)", out.split("Next elapse", 1)[1])
+        times.append([datetime.fromisoformat(s) for s in stamps[::2][:3]] if len(stamps) > 3 else
+                     [datetime.fromisoformat(s) for s in stamps[:3]])  # fmt: skip
+    gaps = [{(b - a).total_seconds() for a, b in zip(t, t[1:])} for t in times]
+    assert gaps == [{600.0}, {86400.0}]
+
+
+def test_cron_daily_script_ingests_and_mails(tmp_path: Path) -> None:
+    """The cron.daily script as cron runs it: ingest, then the report by mail
+    (to an aiosmtpd server on 127.0.0.1) and as an HTML file."""
+    import os
+    import shutil as sh
+
+    from test_mail import elements_by_id, parse, start_sink
+
+    ctl, sink, port = start_sink()
+    try:
+        log = tmp_path / "mail.log"
+        sh.copy2(corpus_dir("real-postfix-dev") / "maillog", log)
+        config = tmp_path / "config.toml"
+        config.write_text(
+            f'[store]\ndb = "{tmp_path / "maillens.db"}"\n'
+            f'[report]\nsmtp_host = "127.0.0.1"\nsmtp_port = {port}\nmail_from = "maillens@example.org"\n'
+            'mail_to = ["postmaster@example.org"]\nhost = "mx.example.org"\n'
+        )  # fmt: skip
+        maillens = sh.which("maillens")
+        assert maillens, "maillens is not installed (pip install -e .)"
+        env = {
+            "PATH": f"{Path(maillens).parent}:/usr/bin:/bin", "HOME": str(tmp_path), "MAILLENS_CONFIG": str(config),
+            "MAILLENS_LOG": str(log), "MAILLENS_REPORT_DATE": "2026-11-10",
+            "MAILLENS_REPORT_HTML": str(tmp_path / "report.html"), "TZ": os.environ.get("TZ", "UTC"),
+        }  # fmt: skip
+        script = CONTRIB / "cron.daily" / "maillens-report"
+        for _run in range(2):  # the second run reads nothing new and reports the same day again
+            res = subprocess.run([str(script)], env=env, capture_output=True, text=True, timeout=300)
+            assert res.returncode == 0, res.stderr
+            msg = parse(sink.wait()["content"])
+            assert str(msg["Subject"]).startswith("[maillens] mx.example.org 2026-11-10: ")
+            html = [p for p in msg.iter_parts() if p.get_content_type() == "text/html"][0].get_content()
+            totals = summary_json("--db", str(tmp_path / "maillens.db"), "--date", "2026-11-10")["grand_totals"]
+            ids, _ = elements_by_id(html)
+            for key in ("received", "delivered", "rejected", "deferred", "bounced"):
+                assert ids[f"fig-{key}"]["data-value"] == str(totals[key])
+        assert (tmp_path / "report.html").read_text().startswith("<!DOCTYPE html>")
+    finally:
+        ctl.stop()
