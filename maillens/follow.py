@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import errno
 import glob
 import logging
 import os
@@ -38,8 +37,8 @@ import re
 import select
 import sys
 import time
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Callable, Iterable, Iterator
 
 from maillens.errors import InputError, UsageError
@@ -87,26 +86,6 @@ class StartAt:
         return cls(last=n)
 
 
-_SINCE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hour|hours|d|day|days|w|week|weeks)\s*$", re.I)
-_UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hour": 3600, "hours": 3600,
-                 "d": 86400, "day": 86400, "days": 86400, "w": 604800, "week": 604800, "weeks": 604800}
-
-
-def parse_since(text: str, now: datetime | None = None) -> datetime:
-    """``--since``: a duration back from now (``90s``, ``15m``, ``1h``, ``2d``) or an ISO time."""
-    now = now or datetime.now(timezone.utc).astimezone()
-    m = _SINCE_RE.match(text)
-    if m:
-        return now - timedelta(seconds=float(m.group(1)) * _UNIT_SECONDS[m.group(2).lower()])
-    try:
-        when = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise UsageError(
-            f"--since {text!r}: give a duration such as 30m, 1h, 2d or a time such as 2026-11-09T08:00"
-        ) from None
-    return when if when.tzinfo else when.astimezone()
-
-
 # ---------------------------------------------------------------------------------------------
 # inotify through libc (Linux); None elsewhere or when the kernel refuses.
 
@@ -127,7 +106,6 @@ class Inotify:
         if fd < 0:
             raise OSError(ctypes.get_errno(), "inotify_init1")
         self.fd: int = fd
-        self._watches: dict[str, int] = {}
 
     @classmethod
     def create(cls) -> "Inotify | None":
@@ -140,30 +118,19 @@ class Inotify:
 
     def watch(self, path: str, mask: int) -> int | None:
         wd = self._libc.inotify_add_watch(self.fd, os.fsencode(path), mask)
-        if wd < 0:
-            return None
-        self._watches[path] = wd
-        return wd
+        return wd if wd >= 0 else None
 
     def unwatch(self, wd: int | None) -> None:
         if wd is not None and wd >= 0:
             self._libc.inotify_rm_watch(self.fd, wd)  # fails harmlessly if the inode is gone
 
-    def drain(self) -> int:
-        """Read and discard pending events; returns how many bytes there were."""
-        total = 0
-        while True:
-            try:
-                data = os.read(self.fd, 65536)
-            except BlockingIOError:
-                return total
-            except OSError as exc:
-                if exc.errno == errno.EINTR:
-                    continue
-                return total
-            if not data:
-                return total
-            total += len(data)
+    def drain(self) -> None:
+        """Read and discard pending events (the descriptor is non-blocking)."""
+        try:
+            while os.read(self.fd, 65536):
+                pass
+        except OSError:
+            pass
 
     def close(self) -> None:
         try:
@@ -175,23 +142,22 @@ class Inotify:
 # ---------------------------------------------------------------------------------------------
 
 
+@dataclass(eq=False, slots=True)
 class _Handle:
-    """One open file being read: position, partial line, identity, line count."""
+    """One open file being read: identity, position, partial line, lines so far."""
 
-    __slots__ = ("name", "fd", "ident", "pos", "buf", "lineno", "fp", "wd", "retired", "last_growth", "eof")
-
-    def __init__(self, name: str, fd: int, ident: tuple[int, int], pos: int, lineno: int) -> None:
-        self.name = name
-        self.fd = fd
-        self.ident = ident
-        self.pos = pos
-        self.buf = bytearray()
-        self.lineno = lineno
-        self.fp = b""
-        self.wd: int | None = None
-        self.retired: float | None = None  # monotonic time the name stopped pointing here
-        self.last_growth = time.monotonic()
-        self.eof = False
+    name: str
+    fd: int
+    ident: tuple[int, int]
+    pos: int
+    lineno: int
+    buf: bytearray = field(default_factory=bytearray)
+    fp: bytes = b""  # the bytes just before ``pos``: a truncate-and-refill changes them
+    wd: int | None = None
+    retired: float | None = None  # monotonic time the name stopped pointing here
+    last_growth: float = field(default_factory=time.monotonic)
+    eof: bool = False
+    skipping: bool = False  # inside an overlong line, dropping bytes up to its newline
 
     def close(self) -> None:
         try:
@@ -207,8 +173,17 @@ def _decode(raw: bytes) -> str:
 
 
 def _split(handle: _Handle, data: bytes) -> list[TailLine]:
-    """Append ``data`` to the handle's partial line; return the complete lines."""
+    """Append ``data`` to the handle's partial line; return the complete lines.
+
+    A line longer than ``MAX_LINE`` is cut there and the rest dropped up to its
+    newline, as ``maillens.sources`` does, so line numbers agree with ``parse``.
+    """
     out: list[TailLine] = []
+    if handle.skipping:
+        nl = data.find(b"\n")
+        if nl < 0:
+            return out
+        data, handle.skipping = data[nl + 1:], False
     buf = handle.buf
     buf += data
     start = 0
@@ -220,10 +195,11 @@ def _split(handle: _Handle, data: bytes) -> list[TailLine]:
         out.append(TailLine(handle.name, handle.lineno, _decode(bytes(buf[start:nl]))))
         start = nl + 1
     del buf[:start]
-    while len(buf) > MAX_LINE:
+    if len(buf) > MAX_LINE:
         handle.lineno += 1
         out.append(TailLine(handle.name, handle.lineno, _decode(bytes(buf[:MAX_LINE]))))
-        del buf[:MAX_LINE]
+        buf.clear()
+        handle.skipping = True
     return out
 
 
@@ -405,7 +381,7 @@ class Follower:
         safety_interval: float = 1.0,
         drain_grace: float = 5.0,
         poll_min: float = 0.02,
-        poll_max: float = 0.5,
+        poll_max: float = 0.1,
         stdin_fd: int = 0,
         use_inotify: bool = True,
     ) -> None:
@@ -425,14 +401,12 @@ class Follower:
         self._draining: list[_Handle] = []
         self._missing_reported: set[str] = set()
         self._stdin_fd: int | None = stdin_fd if STDIN in self.paths else None
-        self._stdin_handle = _Handle(STDIN, stdin_fd, (0, 0), 0, 0) if self._stdin_fd is not None else None
+        self._stdin_handle = _Handle(STDIN, stdin_fd, (0, 0), 0, 0)
         self._stdin_skip = (start.from_line - 1) if start.from_line else 0
         self._stdin_tail: list[TailLine] = []
         self._inotify = Inotify.create() if follow and use_inotify else None
         self._dir_watches: dict[str, int | None] = {}
-        self._pending: list[TailLine] = []
         self._more = False
-        self._last_check = 0.0
         self._opened = False
 
     # -- public -------------------------------------------------------------------------------
@@ -443,7 +417,7 @@ class Follower:
 
     @property
     def done(self) -> bool:
-        if not self._opened or self._pending or self._more:
+        if not self._opened or self._more:
             return False
         if self._stdin_fd is not None:
             return False
@@ -490,7 +464,7 @@ class Follower:
         deadline = None if timeout is None else time.monotonic() + timeout
         while not out:
             wait = self._wait_time(deadline)
-            if wait is not None and wait <= 0:
+            if wait <= 0 and deadline is not None and time.monotonic() >= deadline:
                 break
             self._sleep(wait)
             out = self._collect()
@@ -510,8 +484,8 @@ class Follower:
             self._current[path] = None
             self._watch_dir(path)
             handle = self._open(path, initial=True)
-            if handle is None and not self.follow:
-                raise InputError(f"cannot open {path}: no such file; check the path")
+            if handle is None and not self.by_name:  # only -F waits for a file to appear
+                raise InputError(f"cannot open {path}: no such file; check the path (or use -F to wait for it)")
             self._current[path] = handle
 
     def _watch_dir(self, path: str) -> None:
@@ -530,7 +504,7 @@ class Follower:
                 self.notice(f"{path}: no such file yet; waiting for it to appear")
             return None
         except OSError as exc:
-            if not self.follow:
+            if not self.by_name:
                 raise InputError(f"cannot open {path}: {exc.strerror}; check its permissions") from None
             if path not in self._missing_reported:
                 self._missing_reported.add(path)
@@ -563,8 +537,7 @@ class Follower:
     # -- reading ------------------------------------------------------------------------------
 
     def _collect(self) -> list[TailLine]:
-        out = self._pending
-        self._pending = []
+        out: list[TailLine] = []
         self._more = False
         if self._inotify is not None:
             self._inotify.drain()
@@ -588,9 +561,7 @@ class Follower:
                     if handle is not None:
                         handle.close()
                 self._current = {}
-        out += self._read_stdin()
-        self._last_check = time.monotonic()
-        return out
+        return out + self._read_stdin()
 
     def _read(self, handle: _Handle) -> list[TailLine]:
         out: list[TailLine] = []
@@ -703,9 +674,8 @@ class Follower:
         self._draining.remove(handle)
 
     def _read_stdin(self) -> list[TailLine]:
-        fd = self._stdin_fd
-        handle = self._stdin_handle
-        if fd is None or handle is None:
+        fd, handle = self._stdin_fd, self._stdin_handle
+        if fd is None:
             return []
         out: list[TailLine] = []
         ended = False
@@ -744,30 +714,22 @@ class Follower:
 
     # -- waiting ------------------------------------------------------------------------------
 
-    def _wait_time(self, deadline: float | None) -> float | None:
-        now = time.monotonic()
+    def _wait_time(self, deadline: float | None) -> float:
         if self._more:
             return 0.0
-        waits: list[float] = []
-        if self._inotify is not None:
-            waits.append(self.safety_interval)
-        else:
-            waits.append(self._interval)
+        waits = [self.safety_interval if self._inotify is not None else self._interval]
         if self._draining:
             waits.append(self.drain_grace / 4)
         if deadline is not None:
-            waits.append(deadline - now)
-        return max(0.0, min(waits)) if waits else None
+            waits.append(deadline - time.monotonic())
+        return max(0.0, min(waits))
 
-    def _sleep(self, wait: float | None) -> None:
-        fds: list[int] = []
-        if self._inotify is not None:
-            fds.append(self._inotify.fd)
-        if self._stdin_fd is not None and self.follow:
-            fds.append(self._stdin_fd)
+    def _sleep(self, wait: float) -> None:
+        """Sleep in poll(2) on inotify and stdin; without follow, stdin's blocking read is the wait."""
         if self._stdin_fd is not None and not self.follow:
-            return  # reading stdin to its end: a blocking read is the wait
+            return
         poller = select.poll()
-        for fd in fds:
-            poller.register(fd, select.POLLIN)
-        poller.poll(None if wait is None else wait * 1000)
+        for fd in (self._inotify.fd if self._inotify else None, self._stdin_fd):
+            if fd is not None:
+                poller.register(fd, select.POLLIN)
+        poller.poll(wait * 1000)

@@ -1,8 +1,8 @@
 """The ``tail`` view: a tag, key facts and a counts bar for each classified line.
 
-Everything here but ``run`` is a pure function of events and state, so tests
-can render to a string exactly (rich's ``Console(record=True)``) and the
-piped form can be compared with ``maillens parse`` line for line.
+Everything here is a pure function of events and state (the output loop is
+``maillens.cli.tail_cmd``), so tests render to a string exactly and the piped
+form can be compared with ``maillens parse`` line for line.
 
 Terminal safety: text from a log is attacker-controlled (a HELO name can carry
 ``\\x1b]52;...`` to rewrite the clipboard or retitle the window), so every
@@ -15,24 +15,19 @@ from log text (only ``Text`` objects are printed).
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
-import signal
-import sys
 import zlib
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence, TextIO
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from maillens.errors import UsageError
 from maillens.events import KINDS, OFFENCE_KINDS, RESTRICTIONS, Event
 
 if TYPE_CHECKING:
     from rich.text import Text
-
-    from maillens.follow import Follower, TailLine
 
 # ---------------------------------------------------------------------------------------------
 # Terminal safety
@@ -540,170 +535,6 @@ def status_bar(state: LiveState, n: int = 5) -> "Text":
     return bar
 
 
-class _Bar:
-    """The live region: re-rendered from the current state each time rich draws it.
-
-    Rich redraws the live region under every ``console.print``, so one draw per
-    batch of lines keeps the bar current without a refresh thread.
-    """
-
-    def __init__(self, state: LiveState) -> None:
-        self.state = state
-
-    def __rich__(self) -> "Text":
-        return status_bar(self.state)
-
-
 def json_line(ev: Event) -> str:
     """``--json``: the same object as ``maillens parse --json``, terminal-safe."""
     return json_safe(ev.to_json())
-
-
-# ---------------------------------------------------------------------------------------------
-# The thin loop
-
-
-@dataclass
-class ViewOptions:
-    """How lines are shown; ``terminal=None`` means "ask the output stream"."""
-
-    raw: bool = False
-    json: bool = False
-    trace: bool = False
-    terminal: bool | None = None
-    show_source: bool = False
-    poll_timeout: float = 1.0
-
-
-class Classifiers:
-    """One classifier per source, its year inference anchored like ``maillens parse`` anchors it.
-
-    ``parse`` gives a file's BSD time stamps their year from the file's mtime;
-    doing the same here is what makes ``tail --json`` equal ``parse --json``.
-    """
-
-    def __init__(self, rules: Any = None, factory: Callable[[datetime | None], Any] | None = None) -> None:
-        if factory is None:
-            from maillens.classify import Classifier
-
-            def factory(reference: datetime | None) -> Any:
-                return Classifier(rules, reference_time=reference)
-
-        self._factory = factory
-        self._by_source: dict[str, Any] = {}
-
-    @staticmethod
-    def _reference(source: str) -> datetime | None:
-        if source == "-":
-            return None
-        try:
-            return datetime.fromtimestamp(os.stat(source).st_mtime, tz=timezone.utc)
-        except OSError:
-            return None
-
-    def classify(self, line: "TailLine") -> Event:
-        clf = self._by_source.get(line.source)
-        if clf is None:
-            clf = self._by_source[line.source] = self._factory(self._reference(line.source))
-        ev: Event = clf.classify(line.text, source=line.source, lineno=line.lineno)
-        return ev
-
-
-def _batches(lines: Iterator["TailLine"], size: int = 512) -> Iterator[list["TailLine"]]:
-    batch: list[TailLine] = []
-    for line in lines:
-        batch.append(line)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-class View:
-    """Turns batches of lines into output: rich on a terminal, plain or JSON Lines otherwise."""
-
-    def __init__(self, filters: Filters, options: ViewOptions, out: TextIO | None = None,
-                 classifiers: Classifiers | None = None) -> None:
-        self.filters = filters
-        self.options = options
-        self.out = out or sys.stdout
-        self.classifiers = classifiers or Classifiers()
-        self.state = LiveState()
-        isatty = getattr(self.out, "isatty", lambda: False)
-        self.terminal = options.terminal if options.terminal is not None else bool(isatty())
-        self.fancy = self.terminal and not options.json
-        self.console: Any = None
-        if self.fancy:
-            from rich.console import Console
-
-            self.console = Console(file=self.out, highlight=False, markup=False, emoji=False,
-                                   force_terminal=options.terminal or None)
-
-    def notice(self, message: str) -> None:
-        """A follower's remark (rotation, truncation): a dim line on screen, else stderr."""
-        text = f"maillens: {neutralise(message)}"
-        if self.console is not None:
-            from rich.text import Text
-
-            self.console.print(Text(text, style="dim italic"))
-        else:
-            self.out.flush()
-            print(text, file=sys.stderr, flush=True)
-
-    def handle(self, batch: list["TailLine"]) -> None:
-        shown: list[Event] = []
-        for line in batch:
-            ev = self.classifiers.classify(line)
-            tag = tag_for(ev)
-            if self.filters.matches(ev, tag):
-                self.state.add(ev, tag)
-                shown.append(ev)
-        if not shown:
-            return
-        opts = self.options
-        if self.console is None:
-            if opts.json:
-                text = "\n".join(json_line(ev) for ev in shown)
-            else:
-                text = "\n".join(plain_line(ev, raw=opts.raw, source=opts.show_source) for ev in shown)
-            self.out.write(text + "\n")
-            self.out.flush()
-            return
-        from rich.text import Text
-
-        # facts are cropped to one screen line (most telling first); --raw wraps: all of it is the point
-        crop = not opts.raw
-        body = Text("\n", no_wrap=crop, overflow="ellipsis" if crop else "fold").join(
-            rich_line(ev, raw=opts.raw, trace=opts.trace, source=opts.show_source) for ev in shown)
-        self.console.print(body, no_wrap=crop, overflow="ellipsis" if crop else "fold", crop=crop)
-
-    def run(self, follower: "Follower") -> None:
-        """Show history (``--since``), then what the follower yields until it is done."""
-        if not self.fancy:
-            self._loop(follower)
-            return
-        from rich.live import Live
-
-        with Live(_Bar(self.state), console=self.console, auto_refresh=False, transient=False,
-                  redirect_stdout=False, redirect_stderr=False):
-            self._loop(follower)
-
-    def _loop(self, follower: "Follower") -> None:
-        for batch in _batches(follower.history()):
-            self.handle(batch)
-        while True:
-            batch = follower.poll(self.options.poll_timeout)
-            if batch:
-                self.handle(batch)
-            if follower.done:
-                return
-
-
-def sigterm_as_exit() -> None:
-    """SIGTERM unwinds like Ctrl-C does, so the terminal is restored (cursor shown, bar drawn)."""
-
-    def _handler(signum: int, frame: Any) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, _handler)

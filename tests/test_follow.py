@@ -23,7 +23,6 @@ from maillens.follow import (
     count_newlines,
     offset_of_last,
     offset_of_time,
-    parse_since,
 )
 from tests.conftest import corpus_dir
 
@@ -97,14 +96,18 @@ def test_missing_file_without_follow_is_an_input_error(tmp_path: Path) -> None:
         list(Follower([str(tmp_path / "nope.log")]).lines())
 
 
-def test_hostile_bytes_never_crash(tmp_path: Path) -> None:
+def test_hostile_bytes_read_as_the_core_reader_reads_them(tmp_path: Path) -> None:
+    from maillens.sources import read_lines
+
     p = tmp_path / "mail.log"
-    blob = b"\xff\xfe\x00bad utf8 \x1b]0;title\x07\n" + b"x" * (3 << 20) + b"\nend\n"
+    blob = (b"\xff\xfe\x00bad utf8 \x1b]0;title\x07\r\n" + b"x" * (3 << 20) + b"\nend\n"
+            + b"y" * ((1 << 20) + 5) + b"\n\n" + b"z" * (2 << 20))
     p.write_bytes(blob)
     got = list(Follower([str(p)], start=StartAt.parse_n("+1")).lines())
-    assert got[0].text.startswith("\ufffd\ufffd\x00bad utf8 \x1b]0;title\x07")
-    assert got[-1].text == "end"
-    assert sum(len(g.text) for g in got[1:-1]) == 3 << 20  # an overlong line is cut, not lost
+    assert got[0].text == "\ufffd\ufffd\x00bad utf8 \x1b]0;title\x07"
+    assert [(g.lineno, g.text) for g in got] == [(x.lineno, x.text) for x in read_lines([str(p)])]
+    with Follower([str(p)], follow=True, start=StartAt.parse_n("+1")) as f:  # streaming: the same
+        assert [g.text for g in drain(f, 6)] == [g.text for g in got]  # an overlong line is not held
 
 
 def test_since_bisects_to_the_first_matching_line(tmp_path: Path, corpus_lines: list[str]) -> None:
@@ -134,6 +137,8 @@ def test_since_bisects_to_the_first_matching_line(tmp_path: Path, corpus_lines: 
 
 def test_parse_since() -> None:
     from datetime import datetime, timedelta, timezone
+
+    from maillens.cli.tail_cmd import parse_since
 
     now = datetime(2026, 11, 25, 12, tzinfo=timezone.utc)
     assert parse_since("1h", now) == now - timedelta(hours=1)

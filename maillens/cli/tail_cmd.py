@@ -1,17 +1,31 @@
-"""``maillens tail``: a classified ``tail -F`` (options only; the work is in follow.py and live.py)."""
+"""``maillens tail``: options, and the output loop over follow.py (input) and live.py (rendering).
+
+The loop is output, which is this layer's job: it classifies each batch the
+follower returns, filters it, and prints it -- through rich (lines above a
+live counts bar) on a terminal, as plain lines or JSON Lines otherwise.
+"""
 
 from __future__ import annotations
 
 import functools
 import os
+import re
+import signal
 import sys
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TextIO
 
 import click
 
 from maillens.cli.main import handle_errors, load_settings
-from maillens.errors import ConfigError
+from maillens.errors import ConfigError, UsageError
+from maillens.events import Event
+from maillens.follow import Follower, StartAt, TailLine
+from maillens.live import Filters, LiveState, json_line, neutralise, plain_line, rich_line, status_bar, tag_for
+
+if TYPE_CHECKING:
+    from rich.text import Text
 
 DEFAULT_LOG = "/var/log/mail.log"
 
@@ -31,6 +45,215 @@ def tail_settings(section: dict[str, Any]) -> tuple[list[str], int]:
     if window <= 0:
         raise ConfigError("[tail] window_minutes must be at least 1")
     return paths, window
+
+
+def _rules(settings: Any) -> Any:
+    """The same rule set ``maillens parse`` uses: built-in rules plus ``[parse] rules_dirs``."""
+    from maillens.classify import RuleSet
+
+    dirs = settings.get("parse", "rules_dirs", [])
+    if isinstance(dirs, str):
+        dirs = [dirs]
+    return RuleSet.load(dirs) if dirs else None
+
+
+def _line_time(text: str, source: str) -> Any:
+    """A line's time stamp for ``--since``: the year anchored to the file's mtime, as ``parse`` does.
+
+    Year inference starts afresh for each probe because bisection jumps around the file.
+    """
+    from maillens.envelope import YearInference, parse_envelope
+
+    env = parse_envelope(text, YearInference(_mtime(source)))
+    return env.ts if env is not None else None
+
+
+@functools.lru_cache(maxsize=64)
+def _mtime(source: str) -> Any:
+    try:
+        return datetime.fromtimestamp(os.stat(source).st_mtime, tz=timezone.utc)
+    except OSError:
+        return None
+
+
+_SINCE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hour|hours|d|day|days|w|week|weeks)\s*$", re.I)
+_UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hour": 3600, "hours": 3600,
+                 "d": 86400, "day": 86400, "days": 86400, "w": 604800, "week": 604800, "weeks": 604800}
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """``--since``: a duration back from now (``90s``, ``15m``, ``1h``, ``2d``) or an ISO time."""
+    now = now or datetime.now(timezone.utc).astimezone()
+    m = _SINCE_RE.match(text)
+    if m:
+        return now - timedelta(seconds=float(m.group(1)) * _UNIT_SECONDS[m.group(2).lower()])
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(
+            f"--since {text!r}: give a duration such as 30m, 1h, 2d or a time such as 2026-11-09T08:00"
+        ) from None
+    return when if when.tzinfo else when.astimezone()
+
+
+class _Bar:
+    """The live region: re-rendered from the current state each time rich draws it.
+
+    Rich redraws the live region under every ``console.print``, so one draw per
+    batch of lines keeps the bar current without a refresh thread.
+    """
+
+    def __init__(self, state: LiveState) -> None:
+        self.state = state
+
+    def __rich__(self) -> "Text":
+        return status_bar(self.state)
+
+
+@dataclass
+class ViewOptions:
+    """How lines are shown; ``terminal=None`` means "ask the output stream"."""
+
+    raw: bool = False
+    json: bool = False
+    trace: bool = False
+    terminal: bool | None = None
+    show_source: bool = False
+    poll_timeout: float = 1.0
+
+
+class Classifiers:
+    """One classifier per source, its year inference anchored like ``maillens parse`` anchors it.
+
+    ``parse`` gives a file's BSD time stamps their year from the file's mtime;
+    doing the same here is what makes ``tail --json`` equal ``parse --json``.
+    """
+
+    def __init__(self, rules: Any = None, factory: Callable[[datetime | None], Any] | None = None) -> None:
+        if factory is None:
+            from maillens.classify import Classifier
+
+            def factory(reference: datetime | None) -> Any:
+                return Classifier(rules, reference_time=reference)
+
+        self._factory = factory
+        self._by_source: dict[str, Any] = {}
+
+    @staticmethod
+    def _reference(source: str) -> datetime | None:
+        if source == "-":
+            return None
+        try:
+            return datetime.fromtimestamp(os.stat(source).st_mtime, tz=timezone.utc)
+        except OSError:
+            return None
+
+    def classify(self, line: TailLine) -> Event:
+        clf = self._by_source.get(line.source)
+        if clf is None:
+            clf = self._by_source[line.source] = self._factory(self._reference(line.source))
+        ev: Event = clf.classify(line.text, source=line.source, lineno=line.lineno)
+        return ev
+
+
+def _batches(lines: Iterator[TailLine], size: int = 512) -> Iterator[list[TailLine]]:
+    batch: list[TailLine] = []
+    for line in lines:
+        batch.append(line)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class View:
+    """Turns batches of lines into output: rich on a terminal, plain or JSON Lines otherwise."""
+
+    def __init__(self, filters: Filters, options: ViewOptions, out: TextIO | None = None,
+                 classifiers: Classifiers | None = None) -> None:
+        self.filters = filters
+        self.options = options
+        self.out = out or sys.stdout
+        self.classifiers = classifiers or Classifiers()
+        self.state = LiveState()
+        isatty = getattr(self.out, "isatty", lambda: False)
+        self.terminal = options.terminal if options.terminal is not None else bool(isatty())
+        self.fancy = self.terminal and not options.json
+        self.console: Any = None
+        if self.fancy:
+            from rich.console import Console
+
+            self.console = Console(file=self.out, highlight=False, markup=False, emoji=False,
+                                   force_terminal=options.terminal or None)
+
+    def notice(self, message: str) -> None:
+        """A follower's remark (rotation, truncation): a dim line on screen, else stderr."""
+        text = f"maillens: {neutralise(message)}"
+        if self.console is not None:
+            from rich.text import Text
+
+            self.console.print(Text(text, style="dim italic"))
+        else:
+            self.out.flush()
+            print(text, file=sys.stderr, flush=True)
+
+    def handle(self, batch: list[TailLine]) -> None:
+        shown: list[Event] = []
+        for line in batch:
+            ev = self.classifiers.classify(line)
+            tag = tag_for(ev)
+            if self.filters.matches(ev, tag):
+                self.state.add(ev, tag)
+                shown.append(ev)
+        if not shown:
+            return
+        opts = self.options
+        if self.console is None:
+            if opts.json:
+                text = "\n".join(json_line(ev) for ev in shown)
+            else:
+                text = "\n".join(plain_line(ev, raw=opts.raw, source=opts.show_source) for ev in shown)
+            self.out.write(text + "\n")
+            self.out.flush()
+            return
+        from rich.text import Text
+
+        # facts are cropped to one screen line (most telling first); --raw wraps: all of it is the point
+        crop = not opts.raw
+        body = Text("\n", no_wrap=crop, overflow="ellipsis" if crop else "fold").join(
+            rich_line(ev, raw=opts.raw, trace=opts.trace, source=opts.show_source) for ev in shown)
+        self.console.print(body, no_wrap=crop, overflow="ellipsis" if crop else "fold", crop=crop)
+
+    def run(self, follower: Follower) -> None:
+        """Show history (``--since``), then what the follower yields until it is done."""
+        if not self.fancy:
+            self._loop(follower)
+            return
+        from rich.live import Live
+
+        with Live(_Bar(self.state), console=self.console, auto_refresh=False, transient=False,
+                  redirect_stdout=False, redirect_stderr=False):
+            self._loop(follower)
+
+    def _loop(self, follower: Follower) -> None:
+        for batch in _batches(follower.history()):
+            self.handle(batch)
+        while True:
+            batch = follower.poll(self.options.poll_timeout)
+            if batch:
+                self.handle(batch)
+            if follower.done:
+                return
+
+
+def sigterm_as_exit() -> None:
+    """SIGTERM unwinds like Ctrl-C does, so the terminal is restored (cursor shown, bar drawn)."""
+
+    def _handler(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _handler)
 
 
 @click.command("tail")
@@ -70,9 +293,6 @@ def tail(ctx: click.Context, files: tuple[str, ...], follow_fd: bool, follow_nam
     and its key facts; on a terminal a bottom bar counts lines per tag and names the top offending
     clients of the last minutes.  Without -f/-F it prints and exits.  Ctrl-C exits with status 130.
     """
-    from maillens.follow import Follower, StartAt, parse_since
-    from maillens.live import Classifiers, Filters, View, ViewOptions, sigterm_as_exit
-
     settings = load_settings(ctx)
     paths, window = tail_settings(settings.section("tail"))
     if not files:
@@ -93,32 +313,3 @@ def tail(ctx: click.Context, files: tuple[str, ...], follow_fd: bool, follow_nam
                         line_time=line_time, notice=view.notice)
     with follower:
         view.run(follower)
-
-
-def _rules(settings: Any) -> Any:
-    """The same rule set ``maillens parse`` uses: built-in rules plus ``[parse] rules_dirs``."""
-    from maillens.classify import RuleSet
-
-    dirs = settings.get("parse", "rules_dirs", [])
-    if isinstance(dirs, str):
-        dirs = [dirs]
-    return RuleSet.load(dirs) if dirs else None
-
-
-def _line_time(text: str, source: str) -> Any:
-    """A line's time stamp for ``--since``: the year anchored to the file's mtime, as ``parse`` does.
-
-    Year inference starts afresh for each probe because bisection jumps around the file.
-    """
-    from maillens.envelope import YearInference, parse_envelope
-
-    env = parse_envelope(text, YearInference(_mtime(source)))
-    return env.ts if env is not None else None
-
-
-@functools.lru_cache(maxsize=64)
-def _mtime(source: str) -> Any:
-    try:
-        return datetime.fromtimestamp(os.stat(source).st_mtime, tz=timezone.utc)
-    except OSError:
-        return None
