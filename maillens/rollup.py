@@ -463,12 +463,27 @@ def configured_rbl_zones(postfix: Any) -> tuple[str, ...] | None:
     return tuple(zones)
 
 
-def notes() -> tuple[str, str]:
-    """One-line pointers for the bans and allowlist features (not in the store yet)."""
-    return (
-        "Ban list changes are not part of this report yet; see `maillens bans --help`.",
-        "Allowlist suggestions are not part of this report yet; see `maillens suggest --help`.",
-    )
+def bans_note(store: "Store", day: date) -> str:
+    """One line on the ban list's changes of the day (``bans_log``, kept by
+    ``maillens bans`` in the same store), or a pointer when there is none."""
+    conn = store.connection
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'bans_log'").fetchone():
+        return "Ban list: this store keeps none yet; see `maillens bans --help` to ban repeat offenders."
+    lo, hi = _day_bounds(day)
+    made = conn.execute(
+        "SELECT jail, count(*), count(DISTINCT ip) FROM bans_log WHERE time >= ? AND time < ? GROUP BY jail "
+        "ORDER BY count(*) DESC, jail", (lo, hi)).fetchall()  # fmt: skip
+    ended = conn.execute("SELECT count(*) FROM bans_log WHERE until >= ? AND until < ?", (lo, hi)).fetchone()[0]
+    if not made and not ended:
+        return "Ban list: no address was banned or released on this day (`maillens bans --list` shows the list)."
+    per_jail = ", ".join(f"{_clip(j)} {n}" for j, n, _ips in made)
+    total = sum(n for _j, n, _ips in made)
+    return (f"Ban list: {total} new ban{'s' if total != 1 else ''}"
+            + (f" ({per_jail})" if made else "")
+            + f", {ended} ran out on this day; `maillens bans --list` shows them.")  # fmt: skip
+
+
+SUGGEST_NOTE = "Allowlist suggestions: `maillens suggest` proposes access-map entries from the same store."
 
 
 def build_report(
@@ -492,7 +507,6 @@ def build_report(
     fields.update(address_tables(store, day, top))
     fields.update(failure_tables(store, day, top))
     fields.update(problem_table(store, day, top))
-    bans_note, suggest_note = notes()
     return ReportData(
         host=opts.host or _this_host(),
         day=day,
@@ -501,8 +515,8 @@ def build_report(
         headline=figures,
         connections=connections,
         hourly=hourly(store, day),
-        bans_note=bans_note,
-        suggest_note=suggest_note,
+        bans_note=bans_note(store, day),
+        suggest_note=SUGGEST_NOTE,
         **fields,
     )
 

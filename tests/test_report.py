@@ -424,3 +424,36 @@ def test_cron_daily_script_ingests_and_mails(tmp_path: Path) -> None:
         assert (tmp_path / "report.html").read_text().startswith("<!DOCTYPE html>")
     finally:
         ctl.stop()
+
+
+def test_ban_list_changes_of_the_day(tmp_path: Path) -> None:
+    """After a real ``maillens bans`` run on the store, the report's one-line
+    ban summary counts the bans the ban log holds for that day, per jail."""
+    from datetime import timezone
+
+    from maillens.banstore import ban_log
+
+    # the corpus clients are on 127/8, which maillens never bans: move them to 10/8
+    text = (corpus_dir("real-postfix-dev") / "maillog").read_text(errors="replace")
+    log = tmp_path / "mail.log"
+    log.write_text(re.sub(r"\b127\.(\d+\.\d+\.\d+)\b", r"10.\1", text))
+    db = tmp_path / "store.db"
+    from maillens.ingest import ingest
+
+    ingest([str(log)], db, classify=corpus_classifier(corpus_dir("real-postfix-dev")).classify)
+    before = build_report(Store.open(db, readonly=True), date(2026, 11, 9), options=ALL).bans_note
+    assert "keeps none yet" in before and "maillens bans" in before
+    res = CliRunner().invoke(cli, ["bans", "--db", str(db)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    with Store.open(db) as store:
+        log_rows = ban_log(store)
+    assert log_rows, "maillens bans banned nobody on the corpus"
+    with Store.open(db, readonly=True) as store:
+        for day in (date(2026, 11, 9), date(2026, 11, 10)):
+            note = build_report(store, day, options=ALL).bans_note
+            made = Counter(r["jail"] for r in log_rows
+                           if datetime.fromtimestamp(r["time"], timezone.utc).date() == day)  # fmt: skip
+            ended = sum(1 for r in log_rows if r["until"] and datetime.fromtimestamp(r["until"], timezone.utc).date() == day)
+            assert f"{sum(made.values())} new ban" in note and f"{ended} ran out" in note
+            for jail, n in made.items():
+                assert f"{jail} {n}" in note
