@@ -440,7 +440,7 @@ class Follower:
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         except FileNotFoundError:
-            if path not in self._missing_reported:
+            if self.by_name and path not in self._missing_reported:
                 self._missing_reported.add(path)
                 self.notice(f"{path}: no such file yet; waiting for it to appear")
             return None

@@ -399,3 +399,50 @@ def test_since_reads_rotated_and_compressed_history(tmp_path: Path, maillog: Pat
         first = next(i for i, d in enumerate(everything) if datetime.fromisoformat(d["ts"]) >= when)
         got = [json.loads(j) for j in run(["tail", "--since", since, "--json", str(tmp_path / "mail.log")]).splitlines()]
         assert got == everything[first:], since
+
+
+# -- the command's edges: signals, config, usage ------------------------------------------------
+
+
+@pytest.mark.parametrize("sig,status", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_interrupt_exits_cleanly_with_its_status(tmp_path: Path, maillog: Path, sig: str, status: int) -> None:
+    import signal
+    import time
+
+    log = tmp_path / "mail.log"
+    log.write_text("".join(maillog.read_text().splitlines(keepends=True)[:5]))
+    proc = subprocess.Popen([*MAILLENS, "tail", "-F", "-n", "5", str(log)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    got = [proc.stdout.readline() for _ in range(5)]  # it is running and following
+    assert all(b" " in line for line in got)
+    time.sleep(0.2)
+    proc.send_signal(getattr(signal, sig))
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == status
+    assert b"Traceback" not in err
+
+
+def test_config_and_usage_errors_name_what_to_fix(tmp_path: Path, maillog: Path) -> None:
+    bad = tmp_path / "config.toml"
+    bad.write_text("[tail]\nwindow_minutes = \"soon\"\n")
+    proc = subprocess.run([*MAILLENS, "--config", str(bad), "tail", str(maillog)], capture_output=True)
+    assert proc.returncode == 2 and b"[tail] window_minutes" in proc.stderr
+    proc = subprocess.run([*MAILLENS, "tail", "--client", "10.0.0.300", str(maillog)], capture_output=True)
+    assert proc.returncode == 2 and b"--client" in proc.stderr
+    proc = subprocess.run([*MAILLENS, "tail", str(tmp_path / "missing.log")], capture_output=True)
+    assert proc.returncode == 1 and b"-F" in proc.stderr and proc.stderr.count(b"\n") == 1
+
+
+def test_several_files_and_filters_through_the_command(tmp_path: Path, maillog: Path, parse_json: list[str]) -> None:
+    lines = maillog.read_text().splitlines(keepends=True)
+    a, b = tmp_path / "a.log", tmp_path / "b.log"
+    a.write_text("".join(lines[:3000]))
+    b.write_text("".join(lines[3000:6000]))
+    out = run(["tail", "-n", "+1", "--only", "rbl", "--source", str(a), str(b)]).splitlines()
+    want = [json.loads(j) for j in parse_json[:6000]]
+    want = [d for d in want if d["kind"] == "reject" and d.get("restriction") == "reject_rbl_client"]
+    assert [line.split()[0] for line in out] == [
+        f"{a if d['lineno'] <= 3000 else b}:{d['lineno'] if d['lineno'] <= 3000 else d['lineno'] - 3000}"
+        for d in want]
+    assert all(line.split()[3] == "RBL" for line in out)
