@@ -120,18 +120,31 @@ class Condition:
     def matches(self, ev: Event, never: "NeverBan | None") -> bool:
         if self.kind is not None and ev.kind not in self.kind:
             return False
+        return self.holds(ev, ev.data, never)
+
+    def holds(self, ev: Event, data: Mapping[str, Any], never: "NeverBan | None") -> bool:
+        """The field tests, the kind already known to match (runs per evidence line)."""
         for name, test in self.tests:
             if name == "helo_is_us":
-                if bool(never is not None and never.is_us(ev.helo)) != test:
+                if bool(never is not None and never.is_us(data.get("helo"))) != test:
                     return False
                 continue
-            value = getattr(ev, name)
-            if isinstance(test, re.Pattern):
-                if value is None or not test.search(str(value)):
+            value = getattr(ev, name) if name in _EVENT_ATTRS else data.get(name)
+            if value is None:
+                return False
+            if value.__class__ is not str:
+                value = str(value)
+            if test.__class__ is frozenset:
+                if value not in test:
                     return False
-            elif value is None or str(value) not in test:
+            elif not test.search(value):
                 return False
         return True
+
+
+#: Event fields that are attributes rather than ``data`` entries.
+_EVENT_ATTRS = frozenset({"kind", "ts", "host", "program", "pid", "source", "lineno", "queue_id", "raw", "message",
+                          "rule", "daemon"})  # fmt: skip
 
 
 def _compile_condition(raw: Any, where: str) -> Condition:

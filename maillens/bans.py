@@ -50,11 +50,12 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
+import re
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any, Iterable, Iterator, Mapping
 
-from maillens.banconfig import Aggregate, BanSettings, JailConfig
+from maillens.banconfig import Aggregate, BanSettings, Condition, JailConfig
 from maillens.banmodel import SVC_LINES, BanHistory, Increment, JailState
 from maillens.events import Event
 from maillens.exporters import BanEntry
@@ -111,13 +112,36 @@ class _Jail:
 
             self.filter = load_filter(cfg.filter_spec)
 
+        # conditions by event kind (None: conditions that take any kind)
+        self.match_by_kind = _by_kind(cfg.match)
+        self.ignore_by_kind = _by_kind(cfg.ignore)
+
     def evidence(self, ev: Event, never: NeverBan) -> str | None:
         """The address an event is evidence against (event-condition jails), if any."""
-        if not any(c.matches(ev, never) for c in self.cfg.match):
+        kind = ev.kind
+        data = ev.data
+        for c in self.match_by_kind.get(kind, self.match_by_kind.get(None, ())):
+            if c.holds(ev, data, never):
+                break
+        else:
             return None
-        if any(c.matches(ev, never) for c in self.cfg.ignore):
-            return None
-        return normalize_ip(ev.client_ip)
+        for c in self.ignore_by_kind.get(kind, self.ignore_by_kind.get(None, ())):
+            if c.holds(ev, data, never):
+                return None
+        return normalize_ip(data.get("client_ip"))
+
+
+def _by_kind(conditions: Iterable[Condition]) -> dict[str | None, list[Condition]]:
+    out: dict[str | None, list[Condition]] = {}
+    anykind = [c for c in conditions if c.kind is None]
+    for c in conditions:
+        for k in c.kind or ():
+            out.setdefault(k, [])
+    for k in list(out):
+        out[k] = [c for c in conditions if c.kind is None or k in c.kind]
+    if anykind:
+        out[None] = anykind
+    return out
 
 
 class BanEngine:
@@ -135,7 +159,9 @@ class BanEngine:
         needles: list[str] = []
         self.every_line = False  # an event jail whose evidence has no known needle
         self.filter_jails = [i for i, j in enumerate(self.jails) if j.filter is not None]
-        for j in self.jails:
+        kinds: dict[str, list[int]] = {}
+        self.any_kind: list[int] = []  # event jails with a condition on any kind
+        for i, j in enumerate(self.jails):
             if j.filter is not None:
                 continue
             n = j.cfg.needles
@@ -143,7 +169,16 @@ class BanEngine:
                 self.every_line = True
             else:
                 needles.extend(n)
+            if any(c.kind is None for c in j.cfg.match):
+                self.any_kind.append(i)
+            else:
+                for c in j.cfg.match:
+                    for k in c.kind or ():
+                        kinds.setdefault(k, []).append(i)
+        # kind -> the event jails that can use it, in config order (jails share the ban history)
+        self.by_kind = {k: sorted(set(v) | set(self.any_kind)) for k, v in kinds.items()}
         self.needles = tuple(dict.fromkeys(needles))
+        self._needle_re = re.compile("|".join(map(re.escape, self.needles))) if self.needles else None
 
     # -- feeding -------------------------------------------------------------
     def feed_paths(self, paths: Iterable[str], *, until: float | None = None, classifier: Any = None) -> None:
@@ -158,6 +193,10 @@ class BanEngine:
         clf = classifier or Classifier()
         for item in expand_paths(paths):
             clf.start_source(item.reference_time)
+            if not self.filter_jails and not self.every_line and self._needle_re is not None:
+                if not self._feed_blocks(item.path, clf, until):
+                    return
+                continue
             last: str | None = None
             for line in read_file_lines(item.path):
                 used = self.feed_line(line.text, clf, until=until)
@@ -166,6 +205,47 @@ class BanEngine:
                 last = None if used else line.text
             if last is not None:
                 self._note_time(clf.classify(last))  # "as of the last line's time"
+
+    def _feed_blocks(self, path: str, clf: Any, until: float | None) -> bool:
+        """The same as ``feed_line`` on each line, a block of lines at a time.
+
+        Only lines holding a needle, and every 100th line (the service
+        task's clock), are classified; finding them is left to the regex
+        engine over the whole block rather than a Python loop per line.
+        False once a line after ``until`` is reached.
+        """
+        from maillens.fastscan import iter_blocks
+
+        rx = self._needle_re
+        assert rx is not None
+        tail: str | None = None
+        for block, _first in iter_blocks(path):
+            text = block.decode("utf-8", errors="replace")
+            if "\r" in text:
+                text = text.replace("\r\n", "\n")
+            lines = text.split("\n")
+            picks: list[int] = []
+            idx = prev = 0
+            for m in rx.finditer(text):
+                pos = m.start()
+                idx += text.count("\n", prev, pos)
+                prev = pos
+                if not picks or picks[-1] != idx:
+                    picks.append(idx)
+            base = self.lines
+            svc = range((-(base + 1)) % SVC_LINES, len(lines), SVC_LINES)
+            for i in sorted(set(picks).union(svc)):
+                raw = lines[i]
+                ev = clf.classify(raw)
+                if until is not None and ev.ts is not None and self._time(ev) > until:  # type: ignore[operator]
+                    return False
+                self.lines = base + i  # _line counts this one
+                self._line(ev, raw, {})
+            self.lines = base + len(lines)
+            tail = lines[-1] if (picks[-1:] != [len(lines) - 1] and (base + len(lines)) % SVC_LINES) else None
+        if tail is not None:
+            self._note_time(clf.classify(tail))  # "as of the last line's time"
+        return True
 
     def feed_line(self, raw: str, clf: Any, *, until: float | None = None) -> bool | None:
         """One log line: True if it was classified, False if it could be skipped,
@@ -179,7 +259,7 @@ class BanEngine:
             hits
             or (self.lines + 1) % SVC_LINES == 0
             or self.every_line
-            or any(n in raw for n in self.needles)
+            or (self._needle_re is not None and self._needle_re.search(raw) is not None)
         ):
             ev = clf.classify(raw)
             if until is not None and ev.ts is not None and self._time(ev) > until:  # type: ignore[operator]
@@ -218,17 +298,23 @@ class BanEngine:
             self.last_time = t
         if t is None:
             return
-        name = ev.client_name
-        if name and ev.client_ip:
-            key = normalize_ip(ev.client_ip)
-            if key is not None:
-                self.names[key] = name
         svc = self.lines % SVC_LINES == 0
-        for i, jail in enumerate(self.jails):
+        if svc:
+            candidates: Iterable[int] = range(len(self.jails))
+        else:
+            by_kind = self.by_kind.get(ev.kind, self.any_kind)
+            if not hits and not by_kind:
+                return
+            candidates = sorted({*by_kind, *hits}) if hits else by_kind
+        name = ev.client_name
+        for i in candidates:
+            jail = self.jails[i]
             ip = hits.get(i) if jail.filter is not None else jail.evidence(ev, self.never)
             if ip is None and not svc:
                 continue
             if ip is not None:
+                if name:
+                    self.names[ip] = name
                 reason = self.never.reason(ip, name or self.names.get(ip))
                 if reason is not None:
                     self._shadow(jail, t, ip, raw, reason)
