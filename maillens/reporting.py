@@ -6,15 +6,12 @@ wrappers and tests can run a report without click.
 
 from __future__ import annotations
 
-import os
-import sys
-import tempfile
 from dataclasses import dataclass, field
 from datetime import date
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from maillens.errors import ConfigError, InputError, UsageError
+from maillens.errors import ConfigError, UsageError
+from maillens.exporters import write_atomic  # one atomic writer for every output file
 from maillens.reportdata import ReportData
 
 
@@ -23,30 +20,6 @@ class ReportResult:
     data: ReportData
     stdout_text: str | None = None
     done: list[str] = field(default_factory=list)
-
-
-def write_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Temp file in the target's directory, fsync, rename: a reader (a web
-    server, a mail client) never sees half a report."""
-    target = Path(path)
-    directory = target.parent if str(target.parent) else Path(".")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-    except OSError as exc:
-        raise InputError(f"cannot write {target}: {exc.strerror}; check that {directory} exists and is writable") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def load_postfix(settings: Any, explicit: str | None) -> Any:
@@ -130,7 +103,3 @@ def run_report(
         where = mail.send(msg, mail_conf)
         result.done.append(f"mailed to {', '.join(recipients)} via {where}")
     return result
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit("use: maillens report")

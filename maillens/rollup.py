@@ -229,6 +229,13 @@ def _top_keys(frame: "pd.DataFrame", col: str, top: int, distinct: str | None = 
     return keys, more, counts, mine
 
 
+def _ranked_table(frame: "pd.DataFrame", col: str, top: int, label: str, count_label: str) -> Table:
+    """Top ``col`` values with their row count and distinct clients."""
+    keys, more, ips, _ = _top_keys(frame, col, top, "client_ip")
+    return table([(label, "text"), (count_label, "int"), ("clients", "int")],
+                 [(_clip(k), n, ips.get(k, 0)) for k, n in keys], more)  # fmt: skip
+
+
 def _shares(values: "pd.Series", label: str, count_label: str, total: int) -> Table:
     ranked = _by_count(values)
     return table([(label, "text"), (count_label, "int"), ("share", "pct")],
@@ -275,17 +282,11 @@ def reject_tables(ev: "pd.DataFrame", top: int, configured_zones: Sequence[str] 
             [(_clip(ip), (names.get(ip) or ("",))[0], n, restrictions.get(ip, ())) for ip, n in keys], more)
     helos = rej[rej["helo"] != ""]
     if len(helos):
-        keys, more, ips, _ = _top_keys(helos, "helo", top, "client_ip")
-        out["rejected_helos"] = table(
-            [("HELO", "text"), ("rejects", "int"), ("clients", "int")],
-            [(_clip(h), n, ips.get(h, 0)) for h, n in keys], more)  # fmt: skip
+        out["rejected_helos"] = _ranked_table(helos, "helo", top, "HELO", "rejects")
     senders = rej[rej["sender"] != ""]
     if len(senders):
         doms = senders[["client_ip"]].assign(domain=_domains(senders["sender"]))
-        keys, more, ips, _ = _top_keys(doms, "domain", top, "client_ip")
-        out["rejected_sender_domains"] = table(
-            [("sender domain", "text"), ("rejects", "int"), ("clients", "int")],
-            [(_clip(d), n, ips.get(d, 0)) for d, n in keys], more)  # fmt: skip
+        out["rejected_sender_domains"] = _ranked_table(doms, "domain", top, "sender domain", "rejects")
     return out
 
 
@@ -300,10 +301,7 @@ def spf_tables(ev: "pd.DataFrame", top: int) -> dict[str, Any]:
     if len(fails):
         claimed = fails["sender"].where(fails["sender"] != "", fails["helo"])
         doms = fails[["client_ip"]].assign(domain=_domains(claimed))
-        keys, more, ips, _ = _top_keys(doms, "domain", top, "client_ip")
-        out["spf_fail_domains"] = table(
-            [("claimed sender domain", "text"), ("fails", "int"), ("clients", "int")],
-            [(_clip(d), n, ips.get(d, 0)) for d, n in keys], more)  # fmt: skip
+        out["spf_fail_domains"] = _ranked_table(doms, "domain", top, "claimed sender domain", "fails")
     return out
 
 
@@ -321,10 +319,7 @@ def sasl_tables(ev: "pd.DataFrame", top: int) -> dict[str, Any]:
         [(_clip(ip or "unknown"), (names.get(ip) or ("",))[0], n, users.get(ip, ())) for ip, n in keys], more)
     named = sasl[sasl["sasl_username"] != ""]
     if len(named):
-        keys, more, ips, _ = _top_keys(named, "sasl_username", top, "client_ip")
-        out["sasl_by_username"] = table(
-            [("username", "text"), ("failures", "int"), ("clients", "int")],
-            [(_clip(u), n, ips.get(u, 0)) for u, n in keys], more)  # fmt: skip
+        out["sasl_by_username"] = _ranked_table(named, "sasl_username", top, "username", "failures")
     return out
 
 
