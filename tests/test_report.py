@@ -457,3 +457,14 @@ def test_ban_list_changes_of_the_day(tmp_path: Path) -> None:
             assert f"{sum(made.values())} new ban" in note and f"{ended} ran out" in note
             for jail, n in made.items():
                 assert f"{jail} {n}" in note
+
+
+def test_report_tables_as_pandas_frames(corpus: dict[str, Any]) -> None:
+    from maillens.rollup import frames
+
+    day = corpus["days"][0]
+    data = corpus["reports"][day]
+    fr = frames(data)
+    assert list(fr["rbl_zones"]["reject hits"]) == [row[1] for row in data.rbl_zones.rows]
+    assert int(fr["hourly"]["received"].sum()) == corpus["rollups"][day]["received"]
+    assert len(fr["hourly"]) == 24
