@@ -50,11 +50,6 @@ PREFIX_RE: Final = re.compile(
     r"|\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?) \S+ "
     + _PROGRAM + _SOLARIS + r" ?",
 )
-#: Where a line's time stamp ends, for fail2ban-style "strip the date" matching.
-DATE_PREFIX_RE: Final = re.compile(
-    r"(?:<\d{1,3}>\d{1,2} )?(?:\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?"
-    r"|(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) +\d{1,2} \d\d:\d\d:\d\d(?:\.\d+)?)"
-)
 
 
 @dataclass(slots=True)
@@ -171,14 +166,16 @@ def _int(text: str | None) -> int | None:
     return int(text)
 
 
-def strip_date(line: str) -> tuple[str, str | None]:
-    """fail2ban's view of a line: the text with its leading time stamp removed.
+def strip_date(line: str, datepattern: str | None = None) -> tuple[str, str | None]:
+    """fail2ban's view of a line: the text with its time stamp cut out.
 
+    fail2ban's filters never see the time stamp: it joins the text before and
+    after it (``maillens.datedetect`` finds it with fail2ban's own templates;
+    ``datepattern`` is a filter's option, None for fail2ban's defaults).
     Returns ``(rest, date_text)``; ``date_text`` is ``None`` when the line has
-    no time stamp at its start (fail2ban-regex then reports no match).
+    no time stamp, and then ``rest`` is the whole line, which fail2ban still
+    tests against the filter.
     """
-    stripped = line.lstrip("\x00")
-    m = DATE_PREFIX_RE.match(stripped)
-    if m is None:
-        return line, None
-    return stripped[m.end():], m.group(0)
+    from maillens.datedetect import DateDetector
+
+    return DateDetector.for_datepattern(datepattern).split(line)

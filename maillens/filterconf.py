@@ -1,42 +1,45 @@
-"""fail2ban filter files: read, interpolate, compile, match -- as fail2ban does.
+"""fail2ban filter files: read, interpolate, compile -- as fail2ban 1.0 does.
 
 maillens keeps every classification rule as a fail2ban filter file (``parsers/``)
-and can load fail2ban's own (``/etc/fail2ban/filter.d``), so one reader serves
-both.  The semantics follow fail2ban 1.0:
+and loads fail2ban's own (``/etc/fail2ban/filter.d``), so one reader serves
+both.  It is a re-implementation (fail2ban's package is never imported), kept
+to fail2ban's semantics because users move filters between the two:
 
-* files: ``name.conf`` then ``name.local``; ``[INCLUDES] before``/``after``
-  (relative to the including file), each with its own ``.local``; later files
-  override options per section, and the overridden value stays reachable as
-  ``%(known/option)s``;
-* ``%(option)s`` / ``%(section/option)s`` interpolation (ConfigParser style,
-  ``[DEFAULT]`` as fallback), with filter parameters (``name[mode=aggressive]``)
-  and ``[Init]`` options overriding ``[Definition]`` ones;
-* ``<tag>`` substitution, recursive (``<mdpr-<mode>>``), with ``<sec/opt>``
-  cross-section references;
-* fail2ban's regex tags: ``<HOST>``, ``<ADDR>``, ``<IP4>``, ``<IP6>``, ``<DNS>``,
-  ``<CIDR>``, ``<SUBNET>``, ``<F-ID/>``, ``<F-PORT/>`` and ``<F-NAME>...</F-NAME>``
-  captures (stored lower-case);
-* matching: the line's leading time stamp is removed, ``prefregex`` must match
-  first and its ``<F-CONTENT>`` is what the ``failregex`` lines see; the first
-  failregex that matches wins unless an ``ignoreregex`` matches; the failure
-  ID is the first of the groups ``fid``, ``ip4``, ``ip6``, ``dns`` that matched.
+* files: ``name.conf``, ``name.d/*.conf``, ``name.local``, ``name.d/*.local``;
+  each file's ``[INCLUDES] before``/``after`` (relative to that file, each with
+  its own ``.local``) are read before/after it; later files override options
+  per section, and the value overridden stays reachable as ``%(known/opt)s``;
+* ``%(option)s``, ``%(section/option)s``, ``%(known/option)s`` and
+  ``%(__name__)s`` interpolation (ConfigParser's, ``[DEFAULT]`` as fallback),
+  with filter parameters (``name[mode=aggressive]``) taking precedence;
+* ``[Init]`` options and parameters as ``<tag>`` values, then fail2ban's
+  recursive ``<tag>`` substitution (``<mdre-<mode>>``, ``<lt_<logtype>/opt>``);
+* the regex tags ``<HOST>``, ``<ADDR>``, ``<IP4>``, ``<IP6>``, ``<DNS>``,
+  ``<CIDR>``, ``<SUBNET>``, ``<F-ID/>``, ``<F-PORT/>``, ``<SKIPLINES>`` and
+  ``<F-NAME>...</F-NAME>`` captures (group names lower-case, ``alt_``/``tuple_``
+  merged).
 
-maillens-specific metadata rides inside regex comments, which fail2ban (and
-Python's ``re``) ignore: ``(?#kind=reject restriction=reject_rbl_client)``.
+Matching is in ``maillens.filtermatch``: ``Filter.match_line`` and
+``Filter.matcher()``.  maillens's own metadata rides in regex comments, which
+fail2ban and Python ignore: ``(?#kind=reject restriction=reject_rbl_client)``.
 """
 
 from __future__ import annotations
 
 import configparser
+import glob
 import os
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 
-from maillens.envelope import strip_date
 from maillens.errors import FilterError
+
+if TYPE_CHECKING:
+    from maillens.datedetect import DateDetector
+    from maillens.filtermatch import FilterMatch, Matcher
 
 FAIL2BAN_FILTER_DIRS = (Path("/etc/fail2ban/filter.d"),)
 
@@ -64,16 +67,25 @@ HOST_TAGS: Mapping[str, str] = {
 _TAG_MAP = {"id": "fid", "port": "fport"}
 FAILURE_ID_GROUPS = ("fid", "ip4", "ip6", "dns")
 _FAILURE_ID_PRESENT = FAILURE_ID_GROUPS + ("mlfid",)
+#: The options fail2ban's FilterReader takes from ``[Definition]``, in its order.
+_CONFIG_OPTS = ("usedns", "prefregex", "ignoreregex", "failregex", "maxlines", "datepattern", "journalmatch")
 
 _FTAG_RE = re.compile(r"</?[\w\-]+/?>")
 _FCUSTNAME_RE = re.compile(r"^(/?)F-([A-Z0-9_\-]+)$")
+_FCAPTURE_RE = re.compile(r"<F-([A-Z0-9_\-]+)>")
 _TAG_RE = re.compile(r"<([^ <>]+)>")
-_INTERP_RE = re.compile(r"%\(([^)]+)\)s")
 _GLOBAL_FLAGS_RE = re.compile(r"(?<!\\)\((?:\?:)?(\(\?[a-z]+)\)")
 _ANNOTATION_RE = re.compile(r"\(\?#([^)]*)\)")
-_SPEC_RE = re.compile(r"^(?P<name>[^\[]+?)\s*(?:\[(?P<params>.*)\])?\s*$", re.DOTALL)
-_PARAM_RE = re.compile(r"""\s*([\w\-./]+)\s*=\s*("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|[^,]*)\s*(?:,|$)""")
-_MAX_TAG_ROUNDS = 50
+_COMPLEX_NAME_RE = re.compile(r"^(alt_|tuple_)(.*?)(?:_\d+)?$")
+_SECTION_OPTNAME_RE = re.compile(r"^([\w\-]+)/([^\s>]+)$")
+_SECTION_OPTSUBST_RE = re.compile(r"%\(([\w\-]+/([^\)]+))\)s")
+_CONDITIONAL_RE = re.compile(r"^(\w+)(\?.+)$")
+_SPEC_RE = re.compile(r"^([^\[]+)(?:\[(.*)\])?\s*$", re.DOTALL)
+_SPEC_OPTION_RE = re.compile(
+    r"""\s*([\w\-_\.]+)=(?:"([^"]*)"|'([^']*)'|([^,\]]*))(?:,|\]\s*\[|$|(?P<wrngA>.+))|,?\s*$|(?P<wrngB>.+)""",
+    re.DOTALL,
+)
+_MAX_TAG_REPLACE_COUNT = 25
 
 
 def parsers_dir() -> Path:
@@ -87,24 +99,21 @@ def parsers_dir() -> Path:
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
-    """``'postfix[mode=aggressive]'`` -> ``('postfix', {'mode': 'aggressive'})``."""
+    """``'postfix[mode=aggressive]'`` -> ``('postfix', {'mode': 'aggressive'})``.
+
+    The syntax is fail2ban's (``name[a=1, b="x, y"][c='z']``).
+    """
     m = _SPEC_RE.match(spec.strip())
-    if m is None or not m.group("name").strip():
+    if m is None or not m.group(1).strip():
         raise FilterError(f"filter spec {spec!r} is not NAME or NAME[key=value, ...]")
     params: dict[str, str] = {}
-    raw = m.group("params")
-    if raw and raw.strip():
-        pos = 0
-        while pos < len(raw):
-            pm = _PARAM_RE.match(raw, pos)
-            if pm is None or pm.end() == pos:
-                raise FilterError(f"filter spec {spec!r}: cannot read parameters {raw[pos:]!r}; use key=value, ...")
-            value = pm.group(2).strip()
-            if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-                value = value[1:-1]
-            params[pm.group(1)] = value
-            pos = pm.end()
-    return m.group("name").strip(), params
+    for om in _SPEC_OPTION_RE.finditer(m.group(2) or ""):
+        if om.group("wrngA") or om.group("wrngB"):
+            bad = (om.group("wrngA") or om.group("wrngB"))[:25]
+            raise FilterError(f"filter spec {spec!r}: cannot read parameters at {bad!r}; use key=value, ...")
+        if om.group(1):
+            params[om.group(1).strip()] = next(v for v in om.group(2, 3, 4) if v is not None).strip()
+    return m.group(1).strip(), params
 
 
 def find_filter_file(name: str, search_dirs: Iterable[Path] = ()) -> Path:
@@ -137,182 +146,263 @@ def find_filter_file(name: str, search_dirs: Iterable[Path] = ()) -> Path:
 # --------------------------------------------------------------------------- reading
 
 
-def _read_one(path: Path) -> dict[str, dict[str, str]]:
-    parser = configparser.RawConfigParser(
-        strict=False, inline_comment_prefixes=(";",), interpolation=None, default_section="DEFAULT"
-    )
-    try:
-        with path.open(encoding="utf-8", errors="replace") as fh:
-            parser.read_file(fh, source=str(path))
-    except configparser.Error as exc:
-        raise FilterError(f"{path}: not a valid fail2ban config file ({exc.message.splitlines()[0]})") from None
-    except OSError as exc:
-        raise FilterError(f"cannot read filter file {path}: {exc.strerror}") from None
-    out: dict[str, dict[str, str]] = {"DEFAULT": dict(parser.defaults())}
-    for section in parser.sections():
-        out[section] = {k: v for k, v in parser._sections[section].items()}  # own options only
-    return out
+class _Interpolation(configparser.BasicInterpolation):
+    """ConfigParser's ``%(x)s`` plus fail2ban's ``%(section/x)s`` and ``%(__name__)s``."""
+
+    def _interpolate_some(self, parser, option, accum, rest, section, map, depth):  # type: ignore[no-untyped-def]
+        if section:
+            map = map.copy()
+            map["__name__"] = section
+            parser.map_section_refs(section, rest, map)
+        return super()._interpolate_some(parser, option, accum, rest, section, map, depth)
 
 
-def _with_local(path: Path) -> list[Path]:
-    files = [path]
-    local = path.with_suffix(".local")
-    if path.suffix == ".conf" and local.is_file():
-        files.append(local)
-    return files
+class _Config(configparser.ConfigParser):
+    """One parsed file, or the merge of a filter's files."""
 
+    def __init__(self) -> None:
+        super().__init__(interpolation=_Interpolation(), inline_comment_prefixes=(";",))
 
-def _include_order(path: Path, seen: tuple[Path, ...] = ()) -> list[Path]:
-    """Files in reading order: includes before, the file (+ .local), includes after."""
-    if path in seen:
-        raise FilterError(f"{path}: includes itself (via {' -> '.join(str(p) for p in seen)})")
-    order: list[Path] = []
-    includes: dict[str, list[str]] = {"before": [], "after": []}
-    for f in _with_local(path):
-        sections = _read_one(f)
-        inc = {k.lower(): v for k, v in sections.get("INCLUDES", {}).items()}
-        for key in ("before", "after"):
-            includes[key] += [x.strip() for x in inc.get(key, "").split("\n") if x.strip()]
-    for key, files in includes.items():
-        resolved = []
-        for name in files:
-            inc_path = (path.parent / name) if not os.path.isabs(name) else Path(name)
-            if inc_path.is_file():
-                resolved += _include_order(inc_path, seen + (path,))
-            elif inc_path.with_suffix(".local").is_file() and inc_path.suffix == ".conf":
-                resolved += [inc_path.with_suffix(".local")]
-        includes[key] = resolved  # type: ignore[assignment]
-    order += includes["before"]  # type: ignore[arg-type]
-    order += _with_local(path)
-    order += includes["after"]  # type: ignore[arg-type]
-    return order
-
-
-def read_sections(path: Path) -> dict[str, dict[str, str]]:
-    """All sections of a filter file and its includes, merged as fail2ban merges them."""
-    merged: dict[str, dict[str, str]] = {"DEFAULT": {}}
-    for f in _include_order(path):
-        for section, options in _read_one(f).items():
-            if section == "DEFAULT":
-                merged["DEFAULT"].update(options)
+    def map_section_refs(self, section: str, rest: str, refs) -> None:  # type: ignore[no-untyped-def]
+        """Put the raw values of ``%(sec/opt)s`` references into the interpolation map."""
+        if "/" not in rest or "%(" not in rest:
+            return
+        for ref, opt in _SECTION_OPTSUBST_RE.findall(rest):
+            if ref in refs:
                 continue
-            if section == "INCLUDES":
-                continue
-            current = merged.get(section)
-            if current is None:
-                merged[section] = dict(options)
-            else:
-                known = merged.setdefault("KNOWN/" + section, {})
-                known.update({k: current[k] for k in options if k in current})
-                current.update(options)
-    return merged
-
-
-# --------------------------------------------------------------------------- interpolation
-
-
-class _Resolver:
-    """``%(x)s`` interpolation over merged sections, with init/param overrides."""
-
-    def __init__(self, sections: dict[str, dict[str, str]], overrides: dict[str, str], path: Path) -> None:
-        self.sections = sections
-        self.overrides = overrides
-        self.path = path
-
-    def raw(self, section: str, option: str) -> str | None:
-        if "/" in option:
-            sec, opt = option.split("/", 1)
+            sec = ref[: -len(opt) - 1]
             lowered = sec.lower()
+            value = None
             if lowered == "known":
-                for candidate in ("KNOWN/" + section, section):
-                    value = self.sections.get(candidate, {}).get(opt)
-                    if value is not None:
-                        return value
-                return self.sections["DEFAULT"].get(opt)
-            target = "DEFAULT" if lowered == "default" else sec
-            value = self.sections.get(target, {}).get(opt)
+                value = self._sections.get("KNOWN/" + section, {}).get(opt)
+            elif lowered != "default":
+                if sec not in self._sections:
+                    continue
+                value = self._sections[sec].get(opt)
+            if value is None:
+                value = self._defaults.get(opt)
             if value is not None:
-                return value
-        if option in self.overrides:
-            return self.overrides[option]
-        value = self.sections.get(section, {}).get(option)
-        if value is None:
-            value = self.sections["DEFAULT"].get(option)
-        return value
+                refs[ref] = value
 
-    def get(self, section: str, option: str, depth: int = 0) -> str | None:
-        value = self.raw(section, option)
-        if value is None:
-            return None
-        return self.interpolate(section, value, option, depth)
+    def get_ex(self, section: str, option: str, vars: dict[str, str]) -> str:
+        """An option by plain name or ``section/option`` (``known/`` first tries overridden values)."""
+        m = _SECTION_OPTNAME_RE.search(option) if "/" in option else None
+        if m:
+            sec, opt = m.groups()
+            lowered = sec.lower()
+            candidates = ("KNOWN/" + section, section) if lowered == "known" else (
+                (sec,) if lowered != "default" else ("DEFAULT",))
+            for candidate in candidates:
+                try:
+                    return self.get(candidate, opt)
+                except (configparser.NoSectionError, configparser.NoOptionError):
+                    pass
+        return self.get(section, option, vars=vars)
 
-    def interpolate(self, section: str, value: str, option: str, depth: int = 0) -> str:
-        if depth > 20:
-            raise FilterError(f"{self.path}: option {option!r} refers to itself through %(...)s")
-        if "%" not in value:
-            return value
+
+class _FileSet:
+    """Reads a filter's files with their includes and merges them (fail2ban's order)."""
+
+    def __init__(self) -> None:
+        self.merged = _Config()
+        self._parsed: dict[str, _Config | None] = {}
+
+    def parse(self, path: str) -> _Config | None:
+        if path not in self._parsed:
+            cfg = _Config()
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    cfg.read_file(fh, source=path)
+            except OSError:
+                cfg = None  # type: ignore[assignment]
+            except UnicodeDecodeError:
+                raise FilterError(f"{path}: not UTF-8 text") from None
+            except configparser.Error as exc:
+                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise FilterError(f"{path}: not a valid fail2ban config file ({first})") from None
+            self._parsed[path] = cfg
+        return self._parsed[path]
+
+    @staticmethod
+    def with_local(paths: list[str]) -> list[str]:
+        out = []
+        for path in paths:
+            out.append(path)
+            local = os.path.splitext(path)[0] + ".local"
+            if local not in paths and os.path.isfile(local):
+                out.append(local)
+        return out
+
+    def includes(self, paths: list[str], seen: list[str]) -> list[str]:
         out: list[str] = []
-        pos = 0
-        while True:
-            idx = value.find("%", pos)
-            if idx < 0:
-                out.append(value[pos:])
-                break
-            out.append(value[pos:idx])
-            if value.startswith("%%", idx):
-                out.append("%")
-                pos = idx + 2
+        for path in self.with_local(paths):
+            out += self._includes_of(path, seen)
+        return out
+
+    def _includes_of(self, path: str, seen: list[str]) -> list[str]:
+        cfg = self.parse(path)
+        if cfg is None:
+            return []
+        lists: dict[str, list[str]] = {"before": [], "after": []}
+        if cfg.has_section("INCLUDES"):
+            names = set(cfg.options("INCLUDES"))  # its own and [DEFAULT]'s, as fail2ban asks
+            for key, found in lists.items():
+                if key not in names:
+                    continue
+                try:
+                    value = cfg.get("INCLUDES", key)
+                except configparser.Error as exc:
+                    raise FilterError(f"{path}: [INCLUDES] {key}: {exc}") from None
+                for name in value.split("\n"):
+                    target = name if os.path.isabs(name) else os.path.join(os.path.dirname(path), name)
+                    if target in seen:
+                        continue
+                    found += self.includes([target], seen + [path])
+        return lists["before"] + [path] + lists["after"]
+
+    def read(self, paths: list[str]) -> list[str]:
+        """Merge ``paths`` (with includes) into ``merged``; the files actually read."""
+        read: list[str] = []
+        sections = self.merged._sections  # type: ignore[attr-defined]
+        for path in self.includes(paths, []):
+            cfg = self.parse(path)
+            if cfg is None:
                 continue
-            m = _INTERP_RE.match(value, idx)
-            if m is None:
-                raise FilterError(f"{self.path}: option {option!r}: a bare '%' must be written '%%'")
-            name = m.group(1)
-            sub_section = section
-            replacement = self.get(sub_section, name.lower() if "/" not in name else name, depth + 1)
-            if replacement is None:
-                raise FilterError(f"{self.path}: option {option!r} uses %({name})s, which is not defined")
-            out.append(replacement)
-            pos = m.end()
-        return "".join(out)
+            read.append(path)
+            self.merged._defaults.update(cfg._defaults)  # type: ignore[attr-defined]
+            for name, options in cfg._sections.items():  # type: ignore[attr-defined]
+                options = dict(options)
+                cond = _CONDITIONAL_RE.match(name)
+                if cond:
+                    name, suffix = cond.groups()
+                    options = {k + suffix: v for k, v in options.items() if k != "__name__"}
+                current = sections.get(name)
+                if isinstance(current, dict):
+                    known = sections.setdefault("KNOWN/" + name, {})
+                    known.update({k: v for k, v in current.items() if k in options})
+                    current.update(options)
+                else:
+                    sections[name] = dict(options)
+        return read
 
 
-def _substitute_tags(tags: dict[str, str], lookup) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def filter_files(path: Path) -> list[str]:
+    """``name.conf``, ``name.d/*.conf``, ``name.local``, ``name.d/*.local`` that exist."""
+    base = os.path.splitext(str(path))[0]
+    files = [base + ".conf", *sorted(glob.glob(glob.escape(base + ".d") + "/*.conf")),
+             base + ".local", *sorted(glob.glob(glob.escape(base + ".d") + "/*.local"))]
+    return [f for f in files if os.path.exists(f)]
+
+
+# --------------------------------------------------------------------------- options and tags
+
+
+def substitute_tags(tags: dict[str, str], ignore: set[str], lookup) -> dict[str, str]:  # type: ignore[no-untyped-def]
     """fail2ban's recursive ``<tag>`` substitution; unknown tags stay as they are."""
     tags = dict(tags)
-    for _ in range(_MAX_TAG_ROUNDS):
-        changed = False
-        for name in list(tags):
-            value = tags[name]
-            if "<" not in value:
-                continue
-            new = _replace_tags(name, value, tags, lookup)
-            if new != value:
-                tags[name] = new
-                changed = True
-        if not changed:
-            return tags
-    raise FilterError("recursive <tag> definitions cannot be resolved")
-
-
-def _replace_tags(name: str, value: str, tags: Mapping[str, str], lookup) -> str:  # type: ignore[no-untyped-def]
-    pos = 0
-    count: dict[str, int] = {}
+    done: set[str] = set()
+    counts: dict[str, dict[str, int]] = {}
     while True:
-        m = _TAG_RE.search(value, pos)
-        if m is None:
-            return value
-        tag = m.group(1)
-        repl = tags.get(tag)
-        if repl is None:
-            repl = lookup(tag)
-        if repl is None:
-            pos = m.end()
+        repeat = False
+        for tag in list(tags):
+            if tag in ignore or tag in done:
+                continue
+            value = original = str(tags[tag])
+            seen = counts.get(tag, {})
+            m = _TAG_RE.search(value)
+            while m:
+                name = m.group(1)
+                if name in ignore:
+                    m = _TAG_RE.search(value, m.end())
+                    continue
+                if name == tag or seen.get(name, 1) > _MAX_TAG_REPLACE_COUNT:
+                    raise FilterError(f"tag <{tag}> refers to itself (through <{name}>)")
+                repl = tags.get(name)
+                if repl is None:
+                    repl = lookup(name)
+                if repl is None:
+                    m = _TAG_RE.search(value, m.end())
+                    continue
+                value = value.replace(f"<{name}>", str(repl))
+                seen[name] = seen.get(name, 0) + 1
+                m = _TAG_RE.search(value, m.start())
+            if value != original:
+                if _TAG_RE.search(value):
+                    counts[tag] = seen
+                    repeat = True
+                tags[tag] = value
+            if "<" not in value:
+                done.add(tag)
+        if not repeat:
+            return tags
+
+
+def _get(cfg: _Config, section: str, option: str, where: str, vars: dict[str, str] | None = None) -> str:
+    try:
+        return cfg.get(section, option, vars=vars)
+    except (configparser.NoSectionError, configparser.NoOptionError):
+        raise
+    except configparser.Error as exc:
+        raise FilterError(f"{where}: [{section}] {option}: {str(exc).splitlines()[0]}") from None
+
+
+def combined_options(cfg: _Config, params: dict[str, str], where: str) -> tuple[dict[str, str], dict[str, str]]:
+    """fail2ban's FilterReader: the regex options, with parameters and ``[Init]`` applied.
+
+    Returns ``(options, vars)``: the tag-substituted options fail2ban would
+    send to its server, and the variables (parameters) used for ``%(x)s``.
+    """
+    init = dict(params)
+    if not init.get("logtype") and "logtype" not in cfg._sections.get("Definition", {}):  # type: ignore[attr-defined]
+        init["logtype"] = "file"  # what fail2ban sets for a file backend
+    variables = dict(init)
+    opts: dict[str, str | None] = {}
+    for name in _CONFIG_OPTS:
+        if name in variables:
             continue
-        if tag == name or count.get(tag, 0) > 50:
-            raise FilterError(f"tag <{name}> refers to itself")
-        count[tag] = count.get(tag, 0) + 1
-        value = value.replace(f"<{tag}>", repl)
-        pos = m.start()
+        try:
+            opts[name] = _get(cfg, "Definition", name, where, variables)
+        except configparser.NoSectionError:
+            opts[name] = None
+        except configparser.NoOptionError:
+            pass
+    if cfg.has_section("Init"):
+        for opt in list(cfg._sections["Init"]):  # type: ignore[attr-defined]
+            value = None
+            if not opt.startswith("known/"):
+                value = _get(cfg, "Init", opt, where)
+                init["known/" + opt] = value
+            if opt not in init:
+                init[opt] = value if value is not None else _get(cfg, "Init", opt, where)
+    combined = {**opts, **init}
+    ignore = {m.group(1) for n in combined if (m := _CONDITIONAL_RE.match(n))}
+    cache: dict[str, str | None] = {}
+
+    def lookup(tag: str) -> str | None:
+        if tag not in cache:
+            try:
+                cache[tag] = cfg.get_ex("Definition", tag, variables)
+            except (configparser.NoSectionError, configparser.NoOptionError, ValueError):
+                cache[tag] = None
+            except configparser.Error as exc:
+                raise FilterError(f"{where}: <{tag}>: {str(exc).splitlines()[0]}") from None
+        return cache[tag]
+
+    present = {k: v for k, v in combined.items() if v is not None}
+    return substitute_tags(present, ignore, lookup), variables
+
+
+def _definition_options(cfg: _Config, variables: dict[str, str], where: str) -> dict[str, str]:
+    """Every ``[Definition]``/``[DEFAULT]`` option, interpolated (for maillens's own keys)."""
+    out: dict[str, str] = {}
+    if not cfg.has_section("Definition"):
+        return out
+    for opt in cfg.options("Definition"):
+        try:
+            out[opt] = cfg.get("Definition", opt, vars=variables)
+        except configparser.Error:
+            continue  # an option fail2ban never reads may be unusable; the regex options are checked
+    return out
 
 
 # --------------------------------------------------------------------------- regexes
@@ -351,18 +441,36 @@ def resolve_host_tags(regex: str, use_dns: str = "yes") -> str:
 class FilterRegex:
     """One compiled failregex/ignoreregex/prefregex line."""
 
-    text: str  # after tag substitution, before host-tag resolution
+    text: str  # after tag substitution, before host-tag resolution (what fail2ban-regex prints)
     pattern: re.Pattern[str]
     index: int
     annotations: dict[str, str] = field(default_factory=dict)
+    alt_names: tuple[tuple[str, str], ...] = ()
+    tuple_names: tuple[tuple[str, str], ...] = ()
+    captures: frozenset[str] = frozenset()  # group names from <F-NAME> tags (and alt_/tuple_ targets)
 
     @property
     def anchored(self) -> bool:
         return _ANNOTATION_RE.sub("", self.pattern.pattern).startswith("^")
 
+    def groups(self, m: re.Match[str]) -> dict[str, object]:
+        """The match's groups, ``alt_x_N`` merged into ``x`` and ``tuple_x`` joined, as fail2ban does."""
+        found: dict[str, object] = m.groupdict()
+        for name, target in self.alt_names:
+            value = found.get(name)
+            if value and not found.get(target):
+                found[target] = value
+        for name, target in self.tuple_names:
+            value = found.get(name)
+            current = found.get(target)
+            found[target] = (current + (value,)) if isinstance(current, tuple) else (current, value)
+        return found
+
 
 def compile_regex(text: str, index: int, *, where: str, use_dns: str = "yes", multiline: bool = False) -> FilterRegex:
     expanded = resolve_host_tags(text, use_dns)
+    if expanded.lstrip() == "":
+        raise FilterError(f"{where}: regex {index + 1} is empty")
     expanded = _GLOBAL_FLAGS_RE.sub(r"\1:", expanded)
     try:
         compiled = re.compile(expanded, re.MULTILINE if multiline else 0)
@@ -374,16 +482,16 @@ def compile_regex(text: str, index: int, *, where: str, use_dns: str = "yes", mu
             if "=" in word:
                 key, value = word.split("=", 1)
                 annotations[key] = value
-    return FilterRegex(text, compiled, index, annotations)
-
-
-@dataclass(slots=True)
-class FilterMatch:
-    """What fail2ban would report for one line."""
-
-    host: str
-    fields: dict[str, str]
-    regex: FilterRegex
+    alts, tuples = [], []
+    for name in compiled.groupindex:
+        cm = _COMPLEX_NAME_RE.match(name) if len(name) > 4 else None
+        if cm:
+            target = cm.group(2).lower()
+            (alts if cm.group(1) == "alt_" else tuples).append((name, _TAG_MAP.get(target, target)))
+    captures = {_TAG_MAP.get(n.lower(), n.lower()) for n in _FCAPTURE_RE.findall(text)}
+    captures |= {target for _, target in alts + tuples}
+    return FilterRegex(text, compiled, index, annotations, tuple(sorted(alts)), tuple(sorted(tuples)),
+                       frozenset(captures & (set(compiled.groupindex) | {t for _, t in alts + tuples})))
 
 
 @dataclass
@@ -398,6 +506,9 @@ class Filter:
     failregex: list[FilterRegex]
     ignoreregex: list[FilterRegex]
     maxlines: int = 1
+    datepattern: str | None = None
+    use_dns: str = "warn"
+    files: tuple[str, ...] = ()
 
     @property
     def spec(self) -> str:
@@ -405,95 +516,85 @@ class Filter:
             return self.name
         return f"{self.name}[{', '.join(f'{k}={v}' for k, v in self.params.items())}]"
 
-    def match_text(self, text: str) -> FilterMatch | None:
-        """Match the line *without* its time stamp, as fail2ban does."""
-        fields: dict[str, str] = {}
-        content = text
-        if self.prefregex is not None:
-            pm = self.prefregex.pattern.search(text)
-            if pm is None:
-                return None
-            fields = {k: v for k, v in pm.groupdict().items() if v is not None}
-            content = fields.pop("content", text)
-        for rx in self.failregex:
-            m = rx.pattern.search(content)
-            if m is None:
-                continue
-            if any(ig.pattern.search(text) for ig in self.ignoreregex):
-                return None
-            groups = {**fields, **{k: v for k, v in m.groupdict().items() if v is not None}}
-            host = next((groups[g] for g in FAILURE_ID_GROUPS if groups.get(g) is not None), None)
-            if host is None:
-                return None
-            return FilterMatch(host, groups, rx)
-        return None
+    detector: "DateDetector | None" = field(default=None, repr=False, compare=False)
 
-    def match_line(self, line: str) -> FilterMatch | None:
-        """Match a whole log line; lines without a leading time stamp never match."""
-        rest, date = strip_date(line.rstrip("\r\n"))
-        if date is None:
-            return None
-        return self.match_text(rest)
+    def __post_init__(self) -> None:
+        if self.detector is None:
+            from maillens.datedetect import DateDetector
+
+            self.detector = DateDetector.for_datepattern(self.datepattern)
+
+    def matcher(self) -> "Matcher":
+        """A matcher that keeps fail2ban's state between lines (line buffer, multi-line ids)."""
+        from maillens.filtermatch import Matcher
+
+        return Matcher(self)
+
+    def match_line(self, line: str) -> "FilterMatch | None":
+        """What fail2ban reports for this line alone (no state from earlier lines)."""
+        return _matcher_class()(self).match_line(line)
+
+    def match_text(self, text: str) -> "FilterMatch | None":
+        """Match text that has no time stamp (fail2ban's view after the date is cut out)."""
+        return _matcher_class()(self).match_parts(("", "", text))
 
 
-def _split_lines(value: str | None) -> list[str]:
-    if not value:
-        return []
-    return [line for line in value.split("\n") if line.strip() != ""]
+@lru_cache(maxsize=1)
+def _matcher_class() -> type:
+    from maillens.filtermatch import Matcher
+
+    return Matcher
+
+
+def _regex_lines(value: str | None) -> list[str]:
+    return [line for line in (value or "").split("\n") if line != ""]
+
+
+def _build(path: Path, params: dict[str, str]) -> Filter:
+    where = str(path)
+    files = _FileSet()
+    read = files.read(filter_files(path) or [str(path)])
+    if not read:
+        raise FilterError(f"filter file {path} cannot be read")
+    cfg = files.merged
+    options, variables = combined_options(cfg, params, where)
+    all_options = {**_definition_options(cfg, variables, where), **options}
+    use_dns = (options.get("usedns") or "warn").lower()
+    if use_dns not in ("yes", "warn", "no", "raw"):
+        use_dns = "no"  # fail2ban's "safe" choice for a bad value
+    try:
+        maxlines = int(options["maxlines"]) if options.get("maxlines") is not None else 1
+    except ValueError:
+        maxlines = 1  # fail2ban warns and keeps its default
+    if maxlines <= 0:
+        raise FilterError(f"{where}: maxlines must be a whole number greater than zero")
+    pref_text = options.get("prefregex")
+    prefregex = compile_regex(pref_text, 0, where=where, use_dns=use_dns) if pref_text else None
+    failregex = [compile_regex(t, i, where=where, use_dns=use_dns, multiline=maxlines > 1)
+                 for i, t in enumerate(_regex_lines(options.get("failregex")))]
+    ignoreregex = [compile_regex(t, i, where=where, use_dns=use_dns)
+                   for i, t in enumerate(_regex_lines(options.get("ignoreregex")))]
+    pref_id = prefregex is not None and any(g in prefregex.pattern.groupindex for g in _FAILURE_ID_PRESENT)
+    for rx in failregex:
+        if not pref_id and not any(g in rx.pattern.groupindex for g in _FAILURE_ID_PRESENT):
+            raise FilterError(f"{where}: failregex {rx.index + 1} has no <HOST>, <ADDR> or <F-ID> group: {rx.text}")
+    datepattern = options.get("datepattern")
+    if datepattern is not None:
+        from maillens.datedetect import templates_for
+
+        try:
+            templates_for(datepattern)
+        except ValueError as exc:
+            raise FilterError(f"{where}: {exc}") from None
+    name = path.name[: -len(path.suffix)] if path.suffix in (".conf", ".local") else path.name
+    return Filter(name, path, params, all_options, prefregex, failregex, ignoreregex, maxlines,
+                  datepattern, use_dns, tuple(read))
 
 
 @lru_cache(maxsize=128)
 def _load_cached(spec: str, search_dirs: tuple[Path, ...]) -> Filter:
     name, params = parse_spec(spec)
-    path = find_filter_file(name, search_dirs)
-    sections = read_sections(path)
-    init = dict(sections.get("Init", {}))
-    overrides = {**init, **params}
-    for key, value in init.items():
-        overrides.setdefault("known/" + key, value)
-    resolver = _Resolver(sections, overrides, path)
-    definition_names = set(sections.get("Definition", {})) | set(sections["DEFAULT"])
-    combined: dict[str, str] = {}
-    for option in definition_names:
-        value = resolver.get("Definition", option)
-        if value is not None:
-            combined[option] = value
-    for key, value in overrides.items():
-        combined[key] = resolver.interpolate("Definition", value, key)
-
-    def lookup(tag: str) -> str | None:
-        if "/" not in tag:
-            return None
-        try:
-            return resolver.get("Definition", tag)
-        except FilterError:
-            return None
-
-    options = _substitute_tags(combined, lookup)
-    where = str(path)
-    use_dns = options.get("usedns", "yes")
-    try:
-        maxlines = int(options.get("maxlines", "1") or 1)
-    except ValueError:
-        raise FilterError(f"{where}: maxlines must be a whole number") from None
-    multiline = maxlines > 1
-    pref_text = (options.get("prefregex") or "").strip()
-    prefregex = compile_regex(pref_text, 0, where=where, use_dns=use_dns, multiline=multiline) if pref_text else None
-    failregex = [
-        compile_regex(t, i, where=where, use_dns=use_dns, multiline=multiline)
-        for i, t in enumerate(_split_lines(options.get("failregex")))
-    ]
-    ignoreregex = [
-        compile_regex(t, i, where=where, use_dns=use_dns, multiline=multiline)
-        for i, t in enumerate(_split_lines(options.get("ignoreregex")))
-    ]
-    for rx in failregex:
-        has_id = any(g in rx.pattern.groupindex for g in _FAILURE_ID_PRESENT)
-        pref_id = prefregex is not None and any(g in prefregex.pattern.groupindex for g in _FAILURE_ID_PRESENT)
-        if not (has_id or pref_id):
-            raise FilterError(f"{where}: failregex {rx.index + 1} has no <HOST>, <ADDR> or <F-ID> group: {rx.text}")
-    display = path.stem
-    return Filter(display, path, params, options, prefregex, failregex, ignoreregex, maxlines)
+    return _build(find_filter_file(name, search_dirs), params)
 
 
 def load_filter(spec: str, search_dirs: Iterable[Path | str] = ()) -> Filter:

@@ -155,21 +155,31 @@ def explain(ctx: click.Context, lines: tuple[str, ...], filter_spec: str | None,
 @click.option("--json", "as_json", is_flag=True, help="One object per matched line: source, lineno, host, captures.")
 @handle_errors
 def match(filter_spec: str, files: tuple[str, ...], as_json: bool) -> None:
-    """Print the lines a fail2ban filter matches, with the host, as fail2ban-regex would."""
+    """Print the lines a fail2ban filter matches, with the host, as fail2ban-regex would.
+
+    The host is fail2ban's failure id, as ``fail2ban-regex --raw`` gives it:
+    names are never looked up.  As in fail2ban-regex, empty lines and lines
+    starting with '#' are not tested, and the filter keeps its state from line
+    to line (maxlines buffers, multi-line failure ids).
+    """
     from maillens.filterconf import load_filter
     from maillens.sources import read_lines
 
     flt = load_filter(filter_spec)
+    matcher = flt.matcher()
     write = sys.stdout.write
     matched = 0
     for line in read_lines(default_inputs(files)):
-        m = flt.match_line(line.text)
+        text = line.text.rstrip("\r\n")
+        if not text or text.startswith("#"):
+            continue
+        m = matcher.match_line(text)
         if m is None:
             continue
         matched += 1
         if as_json:
             obj: dict[str, Any] = {"source": line.source, "lineno": line.lineno, "host": m.host}
-            for key, value in m.fields.items():
+            for key, value in m.captures.items():
                 obj.setdefault(key.lower(), value)
             write(json.dumps(obj, ensure_ascii=False) + "\n")
         else:
