@@ -327,11 +327,10 @@ def _tags_of(tokens: Iterable[str], flag: str) -> frozenset[str]:
     known_groups = {g for t in TAGS.values() for g in t.groups}
     kinds = set(KINDS) | {"notice"}
     out: set[str] = set()
-    for token in tokens:
+    for token in tokens:  # a token may be a tag, a group of tags, an event kind -- or several
         if token in kinds:
             out.add(f"kind:{token}")
-            continue
-        if token not in known_groups:
+        elif token not in known_groups:
             names = ", ".join(sorted(known_groups | kinds))
             raise UsageError(f"{flag} {token!r}: not a class; use one of: {names}")
         out |= {t.name for t in TAGS.values() if token in t.groups}
@@ -424,15 +423,18 @@ class Filters:
         return True
 
     def matches(self, ev: Event, tag: str) -> bool:
+        # fields (and --trace's memory of queue IDs and sessions) first: a message's ``client=``
+        # line must be remembered even when --only hides it, or its deliveries would be lost
+        if (self.networks or self.senders or self.recipients or self.restrictions or self.rbls) \
+                and not self._related(ev):
+            return False
         if self.only and not self._in(self.only, ev, tag):
             return False
         if self.exclude and self._in(self.exclude, ev, tag):
             return False
-        if self.grep is not None and not self.grep.search(ev.raw):
-            return False
-        field_filters = bool(self.networks or self.senders or self.recipients or self.restrictions or self.rbls)
-        if not field_filters:
-            return True
+        return self.grep is None or self.grep.search(ev.raw) is not None
+
+    def _related(self, ev: Event) -> bool:
         if not self.trace:
             return self._fields_match(ev)
         session = (ev.host, ev.pid) if ev.pid is not None and str(ev.program or "").endswith("smtpd") else None

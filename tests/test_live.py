@@ -294,6 +294,19 @@ def test_client_trace_follows_each_message_to_its_end(events: tuple, log_index: 
     net = ipaddress.ip_network("127.40.0.0/14")
     check(str(net), set().union(*(lines for ip, lines in by_ip.items() if ipaddress.ip_address(ip) in net)))
 
+    # --only delivery --client IP --trace: the deliveries of that client's mail, though the client=
+    # line that names the queue ID is itself hidden
+    notice_at = {ev.bounce_queue_id: ev.lineno for ev in events if ev.kind == "bounce_notice"}
+    for ip in ("127.0.0.1", "127.36.189.110"):
+        got = {ev.lineno for ev in shown(events, only=["delivery"], client=[ip], trace=True)}
+        assert got <= by_ip[ip]
+        final = [n for n in by_ip[ip] if tag_for(by_line[n]) in ("SENT", "BOUNCE", "EXPIRED")]
+        assert len(final) == sum(c for s in log_index if s["client_ip"] == ip
+                                 for label, c in s["log_events"].items()
+                                 if truth_tag(label) in ("SENT", "BOUNCE", "EXPIRED")) > 0
+        for n in final:  # shown, unless it is a bounce's own delivery logged before its notice
+            assert n in got or n < notice_at.get(by_line[n].queue_id, 0), (ip, by_line[n].raw)
+
 
 def test_bad_filter_values_say_what_to_fix() -> None:
     from maillens.errors import UsageError
