@@ -97,8 +97,9 @@ def run_case(name: str, argv: list[str], lines: list[str], rate: float, idle: fl
         import termios
 
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 250, 0, 0))
+        clean = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
         proc = subprocess.Popen([*argv, str(log)], stdout=slave, stderr=subprocess.DEVNULL, stdin=slave,
-                                env={**os.environ, "TERM": "xterm-256color", **(env or {})}, start_new_session=True)
+                                env={**clean, "TERM": "xterm-256color", **(env or {})}, start_new_session=True)
         os.close(slave)
         reader = Reader(master, pattern)
     else:

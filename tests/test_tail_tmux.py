@@ -44,7 +44,8 @@ class Tmux:
         self.socket = str(tmp / "tmux.sock")
         conf = tmp / "tmux.conf"
         conf.write_text("set -g history-limit 100000\nset -g status off\n")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TMUX")}
+        # rich would believe COLUMNS/LINES over the terminal; NO_COLOR etc. do not matter to the text
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TMUX") and k not in ("COLUMNS", "LINES")}
         env.update(PS1="$ ", HISTFILE="/dev/null")
         subprocess.run([self.tmux, "-S", self.socket, "-f", str(conf), "new-session", "-d", "-x", str(WIDTH),
                         "-y", str(HEIGHT), "bash --norc --noprofile"], check=True, env=env, timeout=20)
