@@ -1,9 +1,10 @@
 """access(5) reading and lookup, checked against Postfix's own postmap.
 
-The oracle is the real ``postmap``: ``postmap -s`` shows how it read a table,
-``postmap -q -`` answers literal lookups for a batch of keys.  The lookup
-*order* smtpd uses (parent domains, partial addresses, sender forms) comes
-from access(5); the hand-written cases below restate the manual page.
+Two real oracles: ``postmap`` (``postmap -s`` shows how it read a table,
+``postmap -q -`` answers literal lookups for a batch of keys) and, for the
+lookup *order* (parent domains, partial addresses, sender forms, DUNNO), a
+private Postfix smtpd asked over SMTP with XCLIENT.  The hand-written cases
+restate access(5).
 """
 
 from __future__ import annotations
