@@ -12,10 +12,13 @@ from __future__ import annotations
 import difflib
 import json
 import textwrap
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from maillens.accessmap import comment_lines, format_line
 from maillens.suggest import CLIENT_MAP, SENDER_MAP, Suggestion, SuggestResult
+
+if TYPE_CHECKING:  # pragma: no cover
+    from maillens.reportdata import Table
 
 _CHECK = {CLIENT_MAP: "check_client_access", SENDER_MAP: "check_sender_access"}
 _FLAG_WORDS = {
@@ -123,3 +126,25 @@ def to_diff(result: SuggestResult, tables: dict[str, tuple[str | None, str]]) ->
         chunks.extend(difflib.unified_diff(text.splitlines(keepends=True), new.splitlines(keepends=True),
                                            fromfile=f"a/{name.lstrip('/')}", tofile=f"b/{name.lstrip('/')}"))
     return "".join(chunks)
+
+
+def report_table(result: SuggestResult, top: int = 20) -> "Table":
+    """The report's "Access-map suggestions" section as a ``reportdata.Table``.
+
+    One row per suggestion and per flagged existing entry (conflicts first);
+    the evidence is joined into one cell, since the report only points the
+    admin at ``maillens suggest`` for the copy-ready lines.
+    """
+    from maillens.reportdata import table
+
+    rows = []
+    for item in result.items:
+        if item.kind == "transient":
+            continue
+        what = "suggested" if item.kind == "suggestion" else item.kind
+        effect = {True: "yes", False: "no: " + (item.config_change or ""), None: ""}[item.effective]
+        rows.append((item.map, item.key, item.action, what, int(round(item.score)), effect,
+                     "; ".join(item.evidence)))
+    columns = [("map", "text"), ("entry", "text"), ("action", "text"), ("finding", "text"),
+               ("score", "int"), ("takes effect", "text"), ("evidence", "text")]
+    return table(columns, rows[:top], more=max(0, len(rows) - top))

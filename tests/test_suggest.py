@@ -311,3 +311,13 @@ def test_rfc3339_log_gives_the_same_suggestions() -> None:
                      sender_table=AccessTable.load(config / "access.sender"), postfix=load_postfix_config(config),
                      client_path=str(config / "access.client"), sender_path=str(config / "access.sender"))
     assert _summary(result) == _summary(_result(SUGGEST))
+
+
+def test_report_section_rows() -> None:
+    from maillens.suggestout import report_table
+
+    section = report_table(_result(SUGGEST))
+    keys = section.column(1)
+    assert {s.key for s in _result(SUGGEST).suggestions} <= set(keys)
+    assert "mailer.pixelzenith.example" in keys and "rivernova.example" not in keys
+    assert [c.label for c in section.columns][:3] == ["map", "entry", "action"]
