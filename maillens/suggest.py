@@ -190,6 +190,7 @@ def _temporary(times: list[float], codes: Iterable[int], accepted_after: Iterabl
 
 
 def _client_candidates(world: World) -> list[Suggestion]:
+    """OK for access.client: clients refused for their reputation, DNS or HELO that pass the gates."""
     out: list[Suggestion] = []
     for c in world.ev.clients.values():
         blocking = Counter({k: n for k, n in c.rejects.items() if k[0] in CLIENT_REPUTATION | HELO_SYNTAX})
@@ -231,6 +232,7 @@ def _client_candidates(world: World) -> list[Suggestion]:
 
 
 def _domain_candidates(world: World) -> list[Suggestion]:
+    """OK for access.sender: domains refused by sender checks when sent from their own servers."""
     out: list[Suggestion] = []
     for d in world.ev.domains.values():
         blocking = Counter({k: n for k, n in d.rejects.items() if k[0] in SENDER_CHECKS})
@@ -290,6 +292,7 @@ def _domain_candidates(world: World) -> list[Suggestion]:
 
 
 def _net16(ip: str) -> str:
+    """The /16 (IPv4) or /48 (IPv6) around an address: how far one provider's block reaches."""
     try:
         addr = ipaddress.ip_address(ip)
     except ValueError:
@@ -390,6 +393,7 @@ def _sender_rejects(world: World) -> list[Suggestion]:
 
 
 def _existing_flags(world: World) -> list[Suggestion]:
+    """Stale, inert and conflicting entries of the given tables."""
     out: list[Suggestion] = []
     if world.client_table is not None:
         used: dict[str, list[ClientStats]] = {}

@@ -33,6 +33,8 @@ _GENERIC_RDNS = re.compile(r"(?:^|[.-])(?:dyn|dynamic|dhcp|dsl|adsl|xdsl|pool|ca
 
 @dataclass
 class World:
+    """What a judgement may consult: the evidence, the settings, the tables and main.cf."""
+
     ev: EvidenceCollector
     settings: SuggestSettings
     client_table: AccessTable | None
@@ -56,6 +58,7 @@ class World:
 
 
 def hours(first: float | None, last: float | None) -> float:
+    """Hours between two epoch times (0 when unknown)."""
     return ((last or 0.0) - (first or 0.0)) / 3600.0 if first is not None else 0.0
 
 
@@ -72,6 +75,7 @@ def generic_name(name: str, ip: str) -> bool:
 
 
 def fqdn_helo(helo: str) -> bool:
+    """A fully qualified host name (not an address literal, not ``localhost``-like)."""
     return bool(re.fullmatch(r"(?=.{4,253}$)([a-z0-9-]+\.)+[a-z][a-z0-9-]*", helo.lower()))
 
 
@@ -118,6 +122,7 @@ def abuse_summary(clients: Iterable[ClientStats], world: World) -> str:
 
 
 def vetoes(c: ClientStats, world: World) -> list[str]:
+    """Reasons that rule out an OK whatever else is true (empty: none)."""
     counts = c.restriction_counts()
     out = []
     if len(c.unknown_rcpts) >= 3 or (c.unknown_rcpts and len(c.unknown_rcpts) * 5 > len(c.rejected_rcpts)):
@@ -134,6 +139,7 @@ def vetoes(c: ClientStats, world: World) -> list[str]:
 
 
 def helo_of(c: ClientStats) -> str:
+    """The HELO name the client used most (lower case)."""
     return c.helos.most_common(1)[0][0].lower() if c.helos else ""
 
 
@@ -176,6 +182,7 @@ def score_identity(c: ClientStats, world: World, facts: list[str]) -> tuple[floa
 
 
 def score_relationship(c: ClientStats, linked: list[str], world: World, facts: list[str]) -> float:
+    """Correspondents and the domain's other good mail: does the rest of the log know this sender?"""
     score = 0.0
     verified_links = [d for d in linked if aligned(c.name, d) or (d, "pass") in c.spf]
     for d in verified_links:
@@ -196,7 +203,8 @@ def score_relationship(c: ClientStats, linked: list[str], world: World, facts: l
 
 
 def score_behaviour(c: ClientStats, blocking: Counter[tuple[str, int, str]], world: World,
-                     facts: list[str]) -> float:
+                    facts: list[str]) -> float:
+    """How it sent: MTA retries, persistence, real recipients, one refusing check, low volume."""
     score = 0.0
     retries = sum(a.retries_after_tempfail(world.settings.retry_gap) for a in c.envelopes.values())
     if retries:
@@ -225,6 +233,7 @@ def score_behaviour(c: ClientStats, blocking: Counter[tuple[str, int, str]], wor
 
 
 def reject_summary(blocking: Counter[tuple[str, int, str]], c: ClientStats) -> str:
+    """``22 refused (22 by reject_rbl_client zone; 554) over 14.8 h``."""
     parts = Counter[str]()
     for (restriction, code, zone), n in blocking.items():
         parts[f"{restriction}{' ' + zone if zone else ''}"] += n
@@ -234,6 +243,7 @@ def reject_summary(blocking: Counter[tuple[str, int, str]], c: ClientStats) -> s
 
 
 def _same_table(world: World, amap: Any, path: str | None) -> bool:
+    """Is the map main.cf names the table file we were given (same file, else same base name)?"""
     if path is None or world.cfg is None:
         return True
     located = world.cfg.locate(amap.path) if amap.path else None
