@@ -64,6 +64,10 @@ class _Alternative:
     qid_group: str | None = None
     int_fields: tuple[str, ...] = ()
     float_fields: tuple[str, ...] = ()
+    alt_fields: tuple[str, ...] = ()
+    fetch: tuple[str, ...] = ()  # every group the plan reads, in one m.group() call
+    offsets: tuple[int, int, int] = (0, 0, 0)  # ends of the plain, alt and marker parts of fetch
+    ip_count: int = 0
 
     def plan(self) -> "_Alternative":
         renamed = dict(zip(self.field_names, self.group_names))
@@ -81,6 +85,13 @@ class _Alternative:
         fields = set(plain) | {f for _, f in self.alt_groups}
         self.int_fields = tuple(sorted(_INT_FIELDS & fields))
         self.float_fields = tuple(sorted(_FLOAT_FIELDS & fields))
+        self.alt_fields = tuple(f for _, f in self.alt_groups)
+        self.ip_count = len(self.ip_groups)
+        self.fetch = (self.plain_groups + tuple(g for g, _ in self.alt_groups) + self.marker_groups + self.ip_groups
+                      + ((self.qid_group,) if self.qid_group else ()) + ((self.fid_group,) if self.fid_group else ()))
+        n_plain = len(self.plain_groups)
+        n_alt = n_plain + len(self.alt_groups)
+        self.offsets = (n_plain, n_alt, n_alt + len(self.marker_groups))
         return self
 
 
@@ -214,33 +225,30 @@ def _fill_planned(event: Event, m: re.Match[str], alt: _Alternative) -> None:
     """Build the event's fields from a joined-regex match, following the rule's plan.
 
     Gives exactly what ``_fill_event`` gives for the same groups (a test holds
-    the two to it); it only skips work the rule cannot need.
+    the two to it); all groups are fetched in one call, markers found by index.
     """
-    annotations = alt.annotations
-    if len(alt.plain_groups) > 1:
-        data = {k: v for k, v in zip(alt.plain_fields, m.group(*alt.plain_groups)) if v is not None}
-    elif alt.plain_groups:
-        value = m.group(alt.plain_groups[0])
-        data = {alt.plain_fields[0]: value} if value is not None else {}
-    else:
-        data = {}
-    for group, field_name in alt.alt_groups:
-        value = m.group(group)
-        if value is not None and field_name not in data:
-            data[field_name] = value
+    fetch = alt.fetch
+    values = m.group(*fetch) if len(fetch) > 1 else ((m.group(fetch[0]),) if fetch else ())
+    n_plain, n_alt, n_mark = alt.offsets
+    data = {k: v for k, v in zip(alt.plain_fields, values[:n_plain]) if v is not None}
+    if n_alt > n_plain:
+        for field_name, value in zip(alt.alt_fields, values[n_plain:n_alt]):
+            if value is not None and field_name not in data:
+                data[field_name] = value
     restriction = None
-    for group, name in zip(alt.marker_groups, alt.marker_restrictions):
-        if m.group(group) is not None:
-            restriction = name
-            break
-    for group in alt.ip_groups:
-        value = m.group(group)
-        if value is not None:
-            data.setdefault("client_ip", value)
-            break
-    queue_id = m.group(alt.qid_group) if alt.qid_group else None
-    fid = m.group(alt.fid_group) if alt.fid_group else None
-    _finish_event(event, data, restriction, queue_id, fid, annotations, alt.rule_id, alt.int_fields, alt.float_fields)
+    if n_mark > n_alt:
+        markers = values[n_alt:n_mark]
+        if "" in markers:  # markers are empty groups: "" when they took part, None when not
+            restriction = alt.marker_restrictions[markers.index("")]
+    rest = values[n_mark:]
+    address = rest[0] if alt.ip_count and rest[0] is not None else (
+        rest[1] if alt.ip_count > 1 else None)
+    if address is not None:
+        data.setdefault("client_ip", address)
+    rest = rest[alt.ip_count:]
+    queue_id = rest[0] if alt.qid_group else None
+    fid = rest[-1] if alt.fid_group else None
+    _finish_event(event, data, restriction, queue_id, fid, alt.annotations, alt.rule_id, alt.int_fields, alt.float_fields)
 
 
 def _fill_event(event: Event, groups: dict[str, Any], annotations: dict[str, str], rule_id: str) -> None:
