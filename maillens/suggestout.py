@@ -120,7 +120,9 @@ def to_diff(result: SuggestResult, tables: dict[str, tuple[str | None, str]]) ->
     chunks: list[str] = []
     for map_name in (CLIENT_MAP, SENDER_MAP):
         path, text = tables.get(map_name, (None, ""))
-        items = [i for i in result.items if i.map == map_name]
+        items = [i for i in result.items if i.map == map_name and i.kind != "transient"]
+        if not items:
+            continue
         new = proposed_table(text, items)
         name = path or map_name
         chunks.extend(difflib.unified_diff(text.splitlines(keepends=True), new.splitlines(keepends=True),
