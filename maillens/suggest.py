@@ -208,10 +208,10 @@ def _client_candidates(world: World) -> list[Suggestion]:
                                       kind="ineffective", subject=c.ip, effective=eff, config_change=change,
                                       lineno=existing.entry.lineno))
             continue
-        score, linked = score_identity(c, world, facts)
+        score, linked, strong = score_identity(c, world, facts)
         if not linked:
             continue
-        score += score_relationship(c, linked, world, facts)
+        score += score_relationship(c, linked, strong, world, facts)
         score += score_behaviour(c, blocking, world, facts)
         if score < world.settings.ok_threshold:
             continue

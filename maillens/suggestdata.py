@@ -183,7 +183,7 @@ class EvidenceCollector:
         self.clients: dict[str, ClientStats] = {}
         self.domains: dict[str, DomainStats] = {}
         self.local_users: set[str] = set()
-        self.correspondents: dict[str, set[str]] = {}  # remote domain -> local senders
+        self.correspondents: dict[str, set[str]] = {}  # remote domain -> senders who wrote to it
         self.all_senders: set[str] = set()
         self.client_names: dict[str, str] = {}
         self.first: float | None = None
@@ -362,9 +362,10 @@ class EvidenceCollector:
             return
         entry = self._queue.get(ev.queue_id or "")
         sender = entry[1] if entry else None
-        # A local user's message to a remote domain makes that domain a correspondent,
-        # whether or not the remote MX took it this time.
-        if sender and domain_of(sender) in self.our_domains and domain_of(rcpt) not in self.our_domains:
+        # A local user's message to a remote domain makes that domain a correspondent, whether or
+        # not the remote MX took it this time.  Whose user it was is decided when asked: our
+        # domains may still be learned from later local deliveries.
+        if sender and domain_of(rcpt):
             self.correspondents.setdefault(domain_of(rcpt), set()).add(base_address(sender, self.delimiter))
 
     def _on_removed(self, ev: Event, ts: float | None) -> None:
@@ -394,8 +395,8 @@ class EvidenceCollector:
         """Local users who wrote to ``domain`` (or a subdomain of it)."""
         out: set[str] = set()
         for dom, users in self.correspondents.items():
-            if dom == domain or dom.endswith("." + domain):
-                out |= users
+            if (dom == domain or dom.endswith("." + domain)) and dom not in self.our_domains:
+                out |= {u for u in users if domain_of(u) in self.our_domains}
         return out
 
 

@@ -143,8 +143,13 @@ def helo_of(c: ClientStats) -> str:
     return c.helos.most_common(1)[0][0].lower() if c.helos else ""
 
 
-def score_identity(c: ClientStats, world: World, facts: list[str]) -> tuple[float, list[str]]:
-    """FCrDNS, HELO and the client↔domain link; returns (points, linked domains)."""
+def score_identity(c: ClientStats, world: World, facts: list[str]) -> tuple[float, list[str], list[str]]:
+    """FCrDNS, HELO and the client↔domain link.
+
+    Returns (points, linked domains, strongly linked domains): a HELO in the
+    domain is a link the client asserts itself; its verified name, an SPF
+    pass or a correspondent-only domain set are links others vouch for.
+    """
     score = 0.0
     name, helo = c.name, helo_of(c)
     if c.verified and not generic_name(name, c.ip):
@@ -177,15 +182,29 @@ def score_identity(c: ClientStats, world: World, facts: list[str]) -> tuple[floa
     elif len(domains) >= 5:
         score -= 2
         facts.append(f"uses {len(domains)} different sender domains")
-    linked = list(dict.fromkeys(by_name + by_spf + by_helo))
-    return score, linked
+    # A steady, well-named MTA that sends only for domains our users write to is linked to them by
+    # that relationship, even when its name is in another domain (an ISP's or an ESP's relay).
+    by_peers = [] if by_name or by_spf else [
+        d for d in domains if world.ev.correspondent_users(d)] if (
+        c.verified and not generic_name(name, c.ip) and helo == name and len(c.helos) == 1
+        and 0 < len(domains) <= 3) else []
+    if by_peers and len(by_peers) == len(domains):
+        facts.append("every domain it sends for is one local users write to")
+    else:
+        by_peers = []
+    strong = list(dict.fromkeys(by_name + by_spf + by_peers))
+    return score, strong + [d for d in by_helo if d not in strong], strong
 
 
-def score_relationship(c: ClientStats, linked: list[str], world: World, facts: list[str]) -> float:
-    """Correspondents and the domain's other good mail: does the rest of the log know this sender?"""
+def score_relationship(c: ClientStats, linked: list[str], strong: list[str], world: World,
+                       facts: list[str]) -> float:
+    """Correspondents and the domain's other good mail: does the rest of the log know this sender?
+
+    Correspondents count only for strongly linked domains: a bot can claim
+    any domain in its HELO, including one our users write to.
+    """
     score = 0.0
-    verified_links = [d for d in linked if aligned(c.name, d) or (d, "pass") in c.spf]
-    for d in verified_links:
+    for d in strong:
         users = world.ev.correspondent_users(d)
         if users:
             score += 3

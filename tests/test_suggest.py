@@ -321,3 +321,78 @@ def test_report_section_rows() -> None:
     assert {s.key for s in _result(SUGGEST).suggestions} <= set(keys)
     assert "mailer.pixelzenith.example" in keys and "rivernova.example" not in keys
     assert [c.label for c in section.columns][:3] == ["map", "entry", "action"]
+
+
+# --------------------------------------------------------------------------- the evidence model on made-up logs
+
+def _session(t: float, ip: str, name: str, helo: str, sender: str, rcpt: str, code: int, restriction: str,
+             rbl: str | None = None) -> list:  # type: ignore[type-arg]
+    from datetime import datetime, timezone
+
+    from maillens.events import Event
+
+    ts = datetime.fromtimestamp(t, timezone.utc)
+    return [Event("connect", ts=ts, program="postfix/smtpd", data={"client_ip": ip, "client_name": name}),
+            Event("reject", ts=ts, program="postfix/smtpd",
+                  data={"client_ip": ip, "client_name": name, "stage": "RCPT", "code": code,
+                        "restriction": restriction, "rbl": rbl, "sender": sender, "recipient": rcpt,
+                        "helo": helo})]
+
+
+def _outbound(t: float, qid: str, sender: str, rcpt: str) -> list:  # type: ignore[type-arg]
+    from datetime import datetime, timezone
+
+    from maillens.events import Event
+
+    ts = datetime.fromtimestamp(t, timezone.utc)
+    return [Event("received", ts=ts, queue_id=qid, data={"client_ip": "127.0.0.1", "client_name": "localhost"}),
+            Event("queued", ts=ts, queue_id=qid, data={"sender": sender, "nrcpt": 1}),
+            Event("delivery", ts=ts, queue_id=qid, data={"recipient": rcpt, "relay": "mx.remote[192.0.2.9]:25",
+                                                          "status": "sent"}),
+            Event("delivery", ts=ts, queue_id=qid + "L", data={"recipient": sender, "relay": "local",
+                                                               "status": "sent"})]
+
+
+def _relay_log(domains: list[str], name: str = "out-7.mailrelay.example", helo: str | None = None) -> list:  # type: ignore[type-arg]
+    """An ESP relay (its name in its own domain) refused by one RBL over a day, sending for ``domains``."""
+    events = []
+    for i, dom in enumerate(["partner.test", "shop.test"]):
+        events += _outbound(1000.0 + i, f"Q{i}", f"alice{i}@example.org", f"bob@{dom}")
+    for i in range(8):
+        dom = domains[i % len(domains)]
+        events += _session(2000.0 + i * 7200, "192.0.2.77", name, helo or name, f"news@{dom}",
+                           f"alice{i % 2}@example.org", 554, "reject_rbl_client", "b.barracudacentral.org")
+    return events
+
+
+def test_a_relay_sending_only_for_correspondents_is_allowed() -> None:
+    result = suggest(_relay_log(["partner.test", "shop.test"]))
+    (item,) = result.suggestions
+    assert (item.map, item.key, item.action) == (CLIENT_MAP, "out-7.mailrelay.example", "OK")
+    assert any("every domain it sends for" in f for f in item.evidence)
+    assert any("local users wrote to" in f or "local user wrote to" in f for f in item.evidence)
+
+
+def test_no_link_between_client_and_mail_means_no_entry() -> None:
+    # one of its domains is unknown here, and neither its name nor SPF ties it to any of them
+    assert not suggest(_relay_log(["partner.test", "unheard-of.test"])).suggestions
+    # a bot without FCrDNS claiming a correspondent domain in its HELO gets no credit for it
+    bot = _relay_log(["partner.test"], name="unknown", helo="mail.partner.test")
+    assert not suggest(bot).suggestions
+
+
+def test_temporary_refusals_followed_by_delivery_need_no_entry() -> None:
+    from datetime import datetime, timezone
+
+    from maillens.events import Event
+
+    events = _outbound(100.0, "Q", "alice@example.org", "bob@partner.test")
+    for i in range(4):
+        events += _session(1000.0 + i * 900, "192.0.2.5", "mx.partner.test", "mx.partner.test",
+                           "carol@partner.test", "alice@example.org", 450, "reject_unknown_sender_domain")
+    ts = datetime.fromtimestamp(6000.0, timezone.utc)
+    events += [Event("received", ts=ts, queue_id="A", data={"client_ip": "192.0.2.5", "client_name": "mx.partner.test"}),
+               Event("queued", ts=ts, queue_id="A", data={"sender": "carol@partner.test", "nrcpt": 1})]
+    result = suggest(events)
+    assert not result.suggestions
+    assert [f.key for f in result.flagged("transient")] == ["partner.test"]
