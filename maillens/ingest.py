@@ -102,7 +102,7 @@ def _head(path: str, length: int) -> str | None:
         opener = gzip.open if path.endswith(".gz") else open
         with opener(path, "rb") as fh:
             data = fh.read(length)
-    except (OSError, EOFError):
+    except (OSError, EOFError, gzip.BadGzipFile):
         return None
     if len(data) < length:
         return None
@@ -135,22 +135,48 @@ def rotated_set(path: str) -> list[str]:
     return out
 
 
-def resolve(path: str, state: dict[str, Any] | None) -> list[Segment]:
-    """Where to read from: the file we were in (found by signature), then every newer one."""
-    files = rotated_set(path)
+def _dedupe(files: list[str]) -> list[str]:
+    """One name per content: mid-rotation ``mail.log.2`` and a half-written ``mail.log.2.gz``
+    hold the same lines; keep the first (uncompressed sorts first)."""
+    seen: set[str] = set()
+    out = []
+    for f in files:
+        sig = _head(f, HEAD_LEN) if f.endswith(".gz") or os.path.getsize(f) >= HEAD_LEN else None
+        if sig is not None and sig in seen:
+            continue
+        if sig is not None:
+            seen.add(sig)
+        out.append(f)
+    return out
+
+
+def resolve(path: str, state: dict[str, Any] | None, attempts: int = 5) -> list[Segment]:
+    """Where to read from: the file we were in (found by signature), then every newer one.
+
+    Listing a directory while logrotate renames is not atomic, so a file that
+    is missing is looked for again a few times before giving up on it.
+    """
     start_live = [Segment(path, 0, True)] if os.path.exists(path) else []
-    if state is None or not int(state.get("offset") or 0) or not state.get("head_len"):
+    if state is None:  # first run: the whole rotated set, oldest first (history for past-day reports)
+        return [Segment(c, 0, c == path) for c in reversed(_dedupe(rotated_set(path)))]
+    if not int(state.get("offset") or 0) or not state.get("head_len"):
         return start_live
     offset, head, head_len = int(state["offset"]), state["head"], int(state["head_len"])
-    for i, cand in enumerate(files):
+    for attempt in range(attempts):
         try:
-            if _size(cand) < offset or _head(cand, head_len) != head:
-                continue
+            files = _dedupe(rotated_set(path))
         except OSError:
-            continue
-        segs = [Segment(cand, offset, cand == path)]
-        segs += [Segment(c, 0, c == path) for c in reversed(files[:i])]
-        return segs
+            files = []
+        for i, cand in enumerate(files):
+            try:
+                if _size(cand) < offset or _head(cand, head_len) != head:
+                    continue
+            except (OSError, EOFError, struct.error):
+                continue
+            segs = [Segment(cand, offset, cand == path)]
+            segs += [Segment(c, 0, c == path) for c in reversed(files[:i])]
+            return segs
+        time.sleep(0.2 * (attempt + 1))
     log.warning("%s: the file last read (offset %d) is not in its rotated set any more; reading %s from the start",
                 path, offset, path)
     return start_live
@@ -228,43 +254,71 @@ class Ingester:
     def _ingest_path(self, path: str) -> None:
         if not os.path.exists(path) and not rotated_set(path):
             raise InputError(f"{path} does not exist; pass the mail log to read (e.g. /var/log/mail.log)")
-        for _ in range(4):  # a rotation during the read → resolve again
+        for _ in range(6):  # a rotation during the read → resolve again from what was committed
             state = self.store.source_state(path)
             segs = resolve(path, state)
+            log.debug("resolve %s from %s: %s", path, state, segs)
             progressed = False
-            for seg in segs:
-                lines_before = int(state["lines"]) if state and seg is segs[0] else 0
-                progressed |= self._read_segment(path, seg, lines_before)
-                state = self.store.source_state(path)
-            if not progressed:
+            moved = False
+            for i, seg in enumerate(segs):
+                lines_before = int(state["lines"]) if state and i == 0 else 0
+                head = (state["head"], int(state["head_len"])) if state and i == 0 and seg.offset else None
+                did, moved = self._read_segment(path, seg, lines_before, head)
+                log.debug("read %s: committed=%s moved=%s", seg, did, moved)
+                progressed |= did
+                if moved:
+                    break
+            if not progressed and not moved:
                 return
 
-    def _read_segment(self, name: str, seg: Segment, lines_done: int) -> bool:
-        """Read one file from ``seg.offset`` to its end, committing every batch."""
+    def _read_segment(self, name: str, seg: Segment, lines_done: int,
+                      head: tuple[str, int] | None) -> tuple[bool, bool]:
+        """Read one file from ``seg.offset`` to its end, committing every batch.
+
+        Returns (committed anything, the file moved under us → resolve again).
+        ``known`` holds the file's first bytes as verified: read at open (and
+        checked against the committed signature) or taken from the blocks read;
+        after every block the file's head must still equal it, else it was
+        truncated (copytruncate) and the block is dropped.
+        """
         tail = StoreTail(name, seg.offset, None if seg.live else seg.path)
         try:
             fh = tail._filehandle()
         except FileNotFoundError:
-            return False  # rotated away between listing and opening: resolve again
+            return False, True  # rotated away between listing and opening
         except OSError as exc:
             raise InputError(f"cannot read {seg.path}: {exc.strerror}") from None
         plain = not seg.path.endswith(".gz")
         fd = fh.fileno() if plain else -1
-        expect = os.pread(fd, HEAD_LEN, 0) if plain else b""
-        if seg.offset and not self._same_file(seg, expect):
+        if plain:
+            known = os.pread(fd, HEAD_LEN, 0)[: max(seg.offset, 0) if seg.offset < HEAD_LEN else HEAD_LEN]
+        else:
+            with gzip.open(seg.path, "rb") as g:
+                known = g.read(min(seg.offset, HEAD_LEN))
+        if head is not None and (len(known) < head[1] or hashlib.sha1(known[: head[1]]).hexdigest() != head[0]):
             fh.close()
-            return False
-        self._head_cache = None
+            return False, True  # not the file resolve matched any more
         pos, lineno = seg.offset, lines_done
+        rpos = seg.offset
         pend: list[str] = []
         pend_bytes = 0
         carry = b""
-        progressed = False
+        progressed = moved = False
         try:
             while True:
-                block = fh.read(self.block)
-                if plain and seg.live and os.pread(fd, len(expect), 0) != expect:
-                    break  # truncated (copytruncate) under us: drop this block, resolve again
+                try:
+                    block = fh.read(self.block)
+                except (EOFError, gzip.BadGzipFile, OSError) as exc:
+                    if plain:
+                        raise InputError(f"cannot read {seg.path}: {exc}") from None
+                    moved = True  # a .gz still being written: resolve again
+                    break
+                if len(known) < HEAD_LEN and block and rpos <= len(known):
+                    known = (known + block[len(known) - rpos :])[:HEAD_LEN]
+                if plain and seg.live and os.pread(fd, len(known), 0) != known:
+                    moved = True  # truncated (copytruncate) under us: drop this block
+                    break
+                rpos += len(block)
                 if not block:
                     if carry and (not seg.live or self._replaced(fd, seg.path)):
                         pend.append(carry.decode("utf-8", "replace"))
@@ -279,24 +333,17 @@ class Ingester:
                     pend += lines
                     pend_bytes += cut
                     if len(pend) >= self.batch_lines:
-                        lineno = self._commit(name, seg, fd, pend, pos + pend_bytes, lineno)
+                        lineno = self._commit(name, seg, fd, known, pend, pos + pend_bytes, lineno)
                         pos += pend_bytes
                         pend, pend_bytes, progressed = [], 0, True
             if pend:
-                lineno = self._commit(name, seg, fd, pend, pos + pend_bytes, lineno)
+                lineno = self._commit(name, seg, fd, known, pend, pos + pend_bytes, lineno)
                 progressed = True
             if progressed:
                 self.stats.files += 1
         finally:
             fh.close()
-        return progressed
-
-    @staticmethod
-    def _same_file(seg: Segment, expect: bytes) -> bool:
-        """The file opened by name is still the one ``resolve`` matched."""
-        if not seg.path.endswith(".gz"):
-            return len(expect) >= min(HEAD_LEN, seg.offset)
-        return True
+        return progressed, moved
 
     @staticmethod
     def _replaced(fd: int, path: str) -> bool:
@@ -306,19 +353,8 @@ class Ingester:
         except FileNotFoundError:
             return True
 
-    def _head_of(self, seg: Segment, fd: int, end: int) -> tuple[str, int]:
-        length = min(HEAD_LEN, end)
-        if self._head_cache is not None and self._head_cache[1] == length:
-            return self._head_cache
-        if fd >= 0:
-            data = os.pread(fd, length, 0)
-        else:
-            with gzip.open(seg.path, "rb") as g:
-                data = g.read(length)
-        self._head_cache = (hashlib.sha1(data).hexdigest(), length)
-        return self._head_cache
-
-    def _commit(self, name: str, seg: Segment, fd: int, lines: list[str], end: int, lineno: int) -> int:
+    def _commit(self, name: str, seg: Segment, fd: int, known: bytes, lines: list[str], end: int,
+                lineno: int) -> int:
         """Classify, count, track ``lines``; write it all with the new offset in one transaction."""
         classify, feed_c, feed_t = self.classify, self.counter.feed, self.tracker.feed
         rows: list[tuple[Any, ...]] = []
@@ -339,7 +375,8 @@ class Ingester:
         batch = Batch(counts=counts, deferred=deferred, addr_stats=addr, details=details, events=rows,
                       messages=messages, late_links=self.tracker.late_links)
         self.tracker.late_links = []
-        head, head_len = self._head_of(seg, fd, end)
+        head_len = min(HEAD_LEN, end, len(known))
+        head = hashlib.sha1(known[:head_len]).hexdigest()
         st = os.fstat(fd) if fd >= 0 else os.stat(seg.path)
         state = {"inode": st.st_ino, "dev": st.st_dev, "offset": end, "head": head, "head_len": head_len,
                  "lines": lineno}

@@ -162,38 +162,79 @@ def test_second_ingest_is_refused_while_one_runs(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
+def _lines_in(db: Path) -> int:
+    if not db.exists():
+        return 0
+    conn = sqlite3.connect(db)
+    try:
+        return int(conn.execute("SELECT coalesce(sum(value), 0) FROM counts WHERE name = 'lines'").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        conn.close()
+
+
 @pytest.mark.slow
 def test_sigkill_at_random_points_loses_and_doubles_nothing(tmp_path: Path) -> None:
     """>= 20 SIGKILLs while lines are appended and the log rotated both ways."""
     rng = random.Random(1234)
-    lines = corpus_lines(16000)
+    lines = corpus_lines() * 6  # queue IDs repeat between copies: both runs see the same sequence
     log = tmp_path / "mail.log"
     db = tmp_path / "m.db"
     log.touch()
-    pos = 0
-    kills = 0
-    rounds = 24
-    for i in range(rounds):
-        chunk = rng.randint(300, 900)
+    pos = before = 0
+    kills = mid_work = 0
+    t0 = time.monotonic()  # how long a run takes to start here (slower under a loaded CI)
+    subprocess.run([*MAILLENS, "ingest", "--db", str(tmp_path / "warm.db"), str(log)], env=ENV, check=True,
+                   capture_output=True)
+    startup = time.monotonic() - t0
+    i = 0
+    journal: list[tuple[Any, ...]] = []
+    while kills < 22 and i < 45:
+        i += 1
+        chunk = rng.randint(2500, 5000)
         append(log, lines[pos : pos + chunk])
         pos += chunk
+        journal.append((i, "append", pos - chunk, pos))
         if i % 6 == 2:
             rotate_rename(log)
+            journal.append((i, "rename"))
         elif i % 6 == 5:
             rotate_copytruncate(log)
-        proc = subprocess.Popen([*MAILLENS, "ingest", "--wait", "30", "--batch-lines", "100", "--db", str(db),
-                                 str(log)], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.25, 1.0))
+            journal.append((i, "copytruncate"))
+        proc = subprocess.Popen([*MAILLENS, "-vv", "ingest", "--wait", "30", "--batch-lines", "100", "--db", str(db),
+                                 str(log)], env=ENV, stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"run{i}.err", "w"))
+        time.sleep(rng.uniform(0.6 * startup, startup + 0.35))  # the work itself takes ~0.1-0.3 s
         if i % 3 == 1:  # rotation while that run may still be reading
             append(log, lines[pos : pos + 200])
             pos += 200
             rotate_rename(log) if i % 2 else rotate_copytruncate(log)
+            journal.append((i, "mid", pos - 200, pos, "rename" if i % 2 else "copytruncate"))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
+            proc.wait()
+            done = _lines_in(db)
+            mid_work += int(before < done < pos)  # it had committed some batches, not all
+            before = done
         proc.wait()
     append(log, lines[pos:])
-    final = subprocess.run([*MAILLENS, "ingest", "--db", str(db), str(log)], env=ENV, capture_output=True, text=True)
+    final = subprocess.run([*MAILLENS, "-vv", "ingest", "--db", str(db), str(log)], env=ENV, capture_output=True, text=True)
     assert final.returncode == 0, final.stderr
-    assert kills >= 20
-    assert snapshot(db) == clean_run(tmp_path, lines)
+    print(f"{kills} SIGKILLs, {mid_work} between two commits of one run")
+    assert kills >= 20 and mid_work >= 5
+    got, want = snapshot(db), clean_run(tmp_path, lines)
+    if got["lines"] != want["lines"]:  # diagnostics for a failure
+        print(final.stderr)
+        for f in sorted(tmp_path.glob("run*.err"), key=lambda p: int(p.name[3:-4])):
+            print("=====", f.name, f.read_text())
+        from collections import Counter as _C
+        miss = _C(r[4] for r in want["events"]) - _C(r[4] for r in got["events"])
+        extra = _C(r[4] for r in got["events"]) - _C(r[4] for r in want["events"])
+        idx = {ln.decode("utf-8", "replace").rstrip("\n"): k for k, ln in enumerate(lines)}
+        ks = sorted(idx[r] % len(corpus_lines()) for r in miss)
+        print("missing", sum(miss.values()), "extra", sum(extra.values()), ks[:3], ks[-3:], "log", journal)
+        print("lines", got["lines"], want["lines"], sorted(p.name for p in tmp_path.iterdir()))
+        print(sqlite3.connect(db).execute("SELECT * FROM sources").fetchall())
+    assert {k: got[k] == want[k] for k in got} == dict.fromkeys(got, True)
+    assert got == want
