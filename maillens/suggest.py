@@ -86,6 +86,7 @@ from maillens.suggestscore import (
     score_identity,
     score_relationship,
     vetoes,
+    zones_passed,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -213,6 +214,9 @@ def _client_candidates(world: World) -> list[Suggestion]:
             continue
         score += score_relationship(c, linked, strong, world, facts)
         score += score_behaviour(c, blocking, world, facts)
+        passed = zones_passed(world, c, blocking)
+        if passed:
+            facts.insert(1, passed)
         if score < world.settings.ok_threshold:
             continue
         key = c.name if c.verified else c.ip

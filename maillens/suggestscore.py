@@ -251,6 +251,21 @@ def score_behaviour(c: ClientStats, blocking: Counter[tuple[str, int, str]], wor
     return score
 
 
+def zones_passed(world: World, c: ClientStats, blocking: Counter[tuple[str, int, str]]) -> str | None:
+    """``passed the 7 DNSBLs checked before it``: the restriction order shows what the client got through."""
+    zones = {z for (r, _code, z) in blocking if r == "reject_rbl_client" and z}
+    if world.cfg is None or len(zones) != 1:
+        return None
+    program = c.services.most_common(1)[0][0] if c.services else "postfix/smtpd"
+    service = world.cfg.service_for_program(program) or "smtp"
+    entries = [r for r in world.cfg.restrictions(service, "client") if r.name == "reject_rbl_client"]
+    zone = zones.pop()
+    before = next((i for i, r in enumerate(entries) if r.zone is not None and r.zone.domain == zone), None)
+    if not before:
+        return None
+    return f"passed the {before} DNSBL{'s' if before > 1 else ''} checked before {zone}"
+
+
 def reject_summary(blocking: Counter[tuple[str, int, str]], c: ClientStats) -> str:
     """``22 refused (22 by reject_rbl_client zone; 554) over 14.8 h``."""
     parts = Counter[str]()
