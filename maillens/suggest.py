@@ -14,7 +14,9 @@ pass three gates:
    pipelining, SASL guessing, HELO forgery, SPF failure for a domain the
    client does not belong to, or an explicit REJECT the admin wrote;
 2. an identity link between client and mail: its verified hostname (or a
-   constant HELO) lies in the sender's domain, or SPF passed for it;
+   constant HELO) lies in the sender's domain, SPF passed for it, or -- for
+   a steady relay with a proper name -- every domain it sends for is one
+   local users write to;
 3. a score of at least ``ok_threshold`` (default 8) from the weights below.
 
 ==========================================================  ======
@@ -24,7 +26,7 @@ forward-confirmed rDNS that is not a generic/dynamic name    +2
 one FQDN HELO in every session (+1 more if = its hostname)   +1/+2
 hostname in the sender's domain (HELO only: +1)              +2
 few sender domains (<= 3); many (>= 5): forger               +1/-2
-local users wrote to that domain (linked client only)        +3
+local users wrote to that domain (not by HELO link alone)    +3
 SPF pass for the domain from this client                     +2
 the domain's mail accepted from other linked clients         +1
 the same envelope retried after a 4xx, like an MTA queue     +3
