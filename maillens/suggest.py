@@ -37,8 +37,10 @@ low volume (<= 5 recipients per message)                     +1
 also listed by a warn-only DNSBL                             -2
 ==========================================================  ======
 
-A candidate whose refusals were all temporary (4xx) and whose mail was
-accepted afterwards needs no entry: the problem went away by itself.
+A candidate whose refusals were all temporary (4xx) gets no permanent entry
+(flagged ``transient``): no mail was lost, and either its mail got through
+afterwards or the sender is still retrying while the cause (typically DNS)
+may go away by itself.
 
 REJECT (abuse the other checks miss).  An rDNS suffix qualifies when at least
 ``min_network_clients`` verified clients share it, most of them in one /16,
@@ -51,9 +53,10 @@ such servers and is left alone.
 
 Existing entries are flagged ``stale`` (matched nothing in the period),
 ``conflict`` (an OK for a client or domain that now misbehaves), ``inert``
-(a ``.domain`` key Postfix never consults with the current
-``parent_domain_matches_subdomains``) or ``ineffective`` (an OK that matched
-but could not help because of the restriction order).
+(a key smtpd never looks up: ``.domain`` with the default
+``parent_domain_matches_subdomains``, CIDR in a hash table, ``@domain``) or
+``ineffective`` (an OK that matched but could not help because of the
+restriction order).
 """
 
 from __future__ import annotations
