@@ -45,7 +45,19 @@ ABUSE_REJECTS = {
     "reject_non_fqdn_recipient": "unqualified recipient addresses",
 }
 
+#: Per-client detail kept (recipients, envelopes, times): a dictionary attack of a million
+#: addresses must not exhaust memory, and a few hundred already tell the story.
+PER_CLIENT_LIMIT = 500
+
 _TAIL_RE = re.compile(r"from=<(?P<sender>[^>]*)>(?: to=<(?P<rcpt>[^>]*)>)?(?: proto=\S+)?(?: helo=<(?P<helo>[^>]*)>)?")
+
+
+def _keep_latest(times: list[float], ts: float) -> None:
+    """Append up to the limit; beyond it keep the newest time in the last slot (max stays exact)."""
+    if len(times) < PER_CLIENT_LIMIT:
+        times.append(ts)
+    elif ts > times[-1]:
+        times[-1] = ts
 
 
 def domain_of(address: str | None) -> str:
@@ -264,16 +276,19 @@ class EvidenceCollector:
         c.rejects[(restriction, code, ev.rbl or "")] += 1
         c.services[ev.program or ""] += 1
         if ts is not None:
-            c.reject_times.append(ts)
+            _keep_latest(c.reject_times, ts)
         if helo:
             c.helos[helo] += 1
         if restriction == "reject_unlisted_recipient" and rcpt:
-            c.unknown_rcpts.add(rcpt.lower())
+            if len(c.unknown_rcpts) < PER_CLIENT_LIMIT:
+                c.unknown_rcpts.add(rcpt.lower())
         if rcpt:
-            c.rejected_rcpts[rcpt.lower()] += 1
+            if rcpt.lower() in c.rejected_rcpts or len(c.rejected_rcpts) < PER_CLIENT_LIMIT:
+                c.rejected_rcpts[rcpt.lower()] += 1
         if sender is not None:
             s = sender.lower()
-            c.senders[s] += 1
+            if s in c.senders or len(c.senders) < PER_CLIENT_LIMIT:
+                c.senders[s] += 1
             self.all_senders.add(s)
             dom = domain_of(s)
             if dom:
@@ -288,7 +303,11 @@ class EvidenceCollector:
                     d.first = ts if d.first is None else min(d.first, ts)
                     d.last = ts if d.last is None else max(d.last, ts)
             if ts is not None:
-                c.envelopes.setdefault((s, (rcpt or "").lower()), Attempts()).tries.append((ts, code))
+                key = (s, (rcpt or "").lower())
+                if key in c.envelopes or len(c.envelopes) < PER_CLIENT_LIMIT:
+                    tries = c.envelopes.setdefault(key, Attempts()).tries
+                    if len(tries) < 100:
+                        tries.append((ts, code))
 
     def _on_reject_warning(self, ev: Event, ts: float | None) -> None:
         if ev.client_ip and ev.rbl:
@@ -338,7 +357,10 @@ class EvidenceCollector:
         when = entry[2] if entry[2] is not None else ts
         c.seen(when)
         dom = domain_of(sender)
-        c.accepted_times.append((when or 0.0, sender))
+        if len(c.accepted_times) < PER_CLIENT_LIMIT:
+            c.accepted_times.append((when or 0.0, sender))
+        elif when is not None and when > c.accepted_times[-1][0]:
+            c.accepted_times[-1] = (when, sender)
         if dom:
             c.accepted_domains[dom] += 1
             d = self.domain(dom)
