@@ -42,7 +42,10 @@ _QID: Final = re.compile(r"[^:\s]+")
 _DEFER_REASON: Final = re.compile(r", status=deferred \(([^\)]+)")
 _BOUNCE_REASON: Final = re.compile(r", status=bounced \((.+)\)", re.S)
 _DOMAIN_LOWER: Final = re.compile(r"(@.+)", re.S)
-_REJ_PARTS: Final = re.compile(r"^.* \b(?:reject(?:_warning)?|hold|discard): (\S+) from (\S+?): (.*)$", re.S)
+#: pflogsumm's ``^.* \b(?:reject…): (\S+) from (\S+?): (.*)$`` -- its greedy ``^.*`` picks the
+#: rightmost keyword where the rest fits; done as keyword search + anchored tail (no backtracking).
+_REJ_KW: Final = re.compile(r" \b(?:reject(?:_warning)?|hold|discard): ")
+_REJ_TAIL: Final = re.compile(r"(\S+) from (\S+?): (.*)$", re.S)
 _HOST_IP: Final = re.compile(r"^([^\[]*)\[((?:\d{1,3}\.){3}\d{1,3})\]")
 _HOST_SLASH: Final = re.compile(r"^([^/]*)/([0-9a-f.:]+)", re.I)
 _HOST_ANY: Final = re.compile(r"^([^\[\(/]*)[\[\(/]([^\]\)]+)[\]\)]:?\d*$")
@@ -72,15 +75,26 @@ def string_trimmer(text: str, max_len: int) -> str:
     return text[: max_len - 3] + "..." if len(text) > max_len else text
 
 
+_SAID: Final = re.compile(r"^.* said: ", re.S)
+_COLON_LAZY: Final = re.compile(r"^.*?: *", re.S)
+_COLON_ANY: Final = re.compile(r"^.*: *", re.S)
+_CODE3: Final = re.compile(r"^\d{3} ")
+_CONNECT_TO: Final = re.compile(r"^connect to ")
+_CLEANUP_FROM: Final = re.compile(r"( from \S+?)?; from=<.*$", re.S)
+_HAS_DOMAIN: Final = re.compile(r"^[^@]+@(.+)$", re.S)
+_AFTER_WORD: Final = {w: re.compile(r"^.*" + w + ": ", re.S) for w in ("warning", "fatal", "panic")}
+_AFTER_MASTER: Final = re.compile(r"^.*master.*: ", re.S)
+
+
 def said_string_trimmer(text: str, max_len: int) -> str:
     """pflogsumm: drop leading ``... said:`` / ``...:`` parts until it fits."""
     while len(text) > max_len:
-        m = re.match(r"^.* said: ", text, re.S)
+        m = _SAID.match(text)
         if m:
             text = text[m.end():]
             continue
-        m = re.match(r"^.*?: *", text, re.S)
-        if m and re.match(r"^.*: *", text, re.S):
+        m = _COLON_LAZY.match(text)
+        if m and _COLON_ANY.match(text):
             text = text[m.end():]
             continue
         return text[: max_len - 3] + "..."
@@ -124,7 +138,11 @@ _RJ_CONF = re.compile(r"^.*?\d{3} (Server configuration (?:error|problem));.*$",
 
 def smtpd_reject_key(rmdr: str) -> tuple[str, str, str] | None:
     """pflogsumm's ``proc_smtpd_reject`` detail key: (type, reason, datum)."""
-    m = _REJ_PARTS.match(rmdr)
+    m = None
+    for kw in reversed(list(_REJ_KW.finditer(rmdr))):
+        m = _REJ_TAIL.match(rmdr, kw.end())
+        if m is not None:
+            break
     if m is None:
         return None
     rej_typ, rej_from, rej_rmdr = m.groups()
@@ -293,14 +311,14 @@ class Counter:
             m = _CLEANUP_REJ.match(msg)
             if m:
                 sub, reas, rest = m.groups()
-                rest = re.sub(r"( from \S+?)?; from=<.*$", "", rest, count=1, flags=re.S)
+                rest = _CLEANUP_FROM.sub("", rest, count=1)
                 rest = string_trimmer(rest, 64)
                 self._inc(day, hour, _REJ_COUNTER[sub])
                 self._detail(day, _REJ_SECTION[sub], cmd, reas, rest)
                 return
         if qid in ("warning", "fatal", "panic"):
             rmdr = self._rmdr(ev)
-            m = re.match(r"^.*" + qid + ": ", rmdr, re.S)
+            m = _AFTER_WORD[qid].match(rmdr)
             reason = rmdr[m.end():] if m else rmdr
             self._detail(day, qid, cmd, string_trimmer(reason, 66))
             return
@@ -309,7 +327,7 @@ class Counter:
             return
         if cmd == "master":
             rmdr = self._rmdr(ev)
-            m = re.match(r"^.*master.*: ", rmdr, re.S)
+            m = _AFTER_MASTER.match(rmdr)
             self._detail(day, "master", rmdr[m.end():] if m else "")
             return
         if cmd == "smtpd" or cmd == "postscreen":
@@ -370,7 +388,7 @@ class Counter:
         rec[0] = size
         whence = rec[1]
         if whence:
-            m = re.match(r"^[^@]+@(.+)$", addr, re.S)
+            m = _HAS_DOMAIN.match(addr)
             dom = m.group(1) if m else (addr if whence == "pickup" else whence)
             d = self._addr(day, "sender_domain", dom)
             d[0] += 1
@@ -414,8 +432,8 @@ class Counter:
             rm = _DEFER_REASON.search(ev.message)
             reason = rm.group(1) if rm else ""
             reason = said_string_trimmer(reason, 65)
-            reason = re.sub(r"^\d{3} ", "", reason, count=1)
-            reason = re.sub(r"^connect to ", "", reason, count=1)
+            reason = _CODE3.sub("", reason, count=1)
+            reason = _CONNECT_TO.sub("", reason, count=1)
             self._detail(day, "deferral", cmd, reason)
             self._inc(day, hour, "deferrals")
             self.deferred.add((day, qid))
@@ -426,7 +444,7 @@ class Counter:
         elif status == "bounced":
             rm = _BOUNCE_REASON.search(ev.message)
             reason = said_string_trimmer(rm.group(1) if rm else "", 66)
-            reason = re.sub(r"^\d{3} ", "", reason, count=1)
+            reason = _CODE3.sub("", reason, count=1)
             self._detail(day, "bounce", relay, reason)
             self._inc(day, hour, "bounced")
 
