@@ -47,43 +47,23 @@ Example::
 
 from __future__ import annotations
 
-import ipaddress
 import logging
-import math
-import re
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from datetime import datetime, tzinfo
 from typing import Any, Iterable, Iterator, Mapping
 
-from maillens.banconfig import Aggregate, BanSettings, Condition, JailConfig
+from maillens.banconfig import Aggregate, BanSettings, JailConfig
 from maillens.banmodel import SVC_LINES, BanHistory, Increment, JailState
+from maillens.banscan import MAX_EVIDENCE, Finder, ScanSpec, event_time, filter_hits, normalize_ip, scan_paths
 from maillens.events import Event
 from maillens.exporters import BanEntry
 from maillens.neverban import NeverBan
 
 log = logging.getLogger("maillens.bans")
 
-#: Longest evidence line kept (a hostile log cannot bloat the store).
-_MAX_EVIDENCE = 1000
+__all__ = ["BanEngine", "BanSettings", "Refusal", "aggregate", "normalize_ip"]
 
 # --------------------------------------------------------------------------- evaluation
-
-
-@lru_cache(maxsize=1 << 16)
-def normalize_ip(text: str | None) -> str | None:
-    """The canonical form of an address from a log (None when it is not one).
-
-    IPv4-mapped IPv6 addresses become IPv4, as fail2ban's ``<HOST>`` does.
-    """
-    if not text:
-        return None
-    try:
-        addr = ipaddress.ip_address(text.strip("[]"))
-    except ValueError:
-        return None
-    if addr.version == 6 and addr.ipv4_mapped is not None:
-        return str(addr.ipv4_mapped)
-    return str(addr)
 
 
 @dataclass
@@ -99,7 +79,7 @@ class Refusal:
 
 
 class _Jail:
-    """A jail at run time: its evidence test and its fail2ban state."""
+    """A jail at run time: its fail2ban state (and its filter, for filter jails)."""
 
     def __init__(self, cfg: JailConfig, history: BanHistory) -> None:
         self.cfg = cfg
@@ -112,40 +92,13 @@ class _Jail:
 
             self.filter = load_filter(cfg.filter_spec)
 
-        # conditions by event kind (None: conditions that take any kind)
-        self.match_by_kind = _by_kind(cfg.match)
-        self.ignore_by_kind = _by_kind(cfg.ignore)
-
-    def evidence(self, ev: Event, never: NeverBan) -> str | None:
-        """The address an event is evidence against (event-condition jails), if any."""
-        kind = ev.kind
-        data = ev.data
-        for c in self.match_by_kind.get(kind, self.match_by_kind.get(None, ())):
-            if c.holds(ev, data, never):
-                break
-        else:
-            return None
-        for c in self.ignore_by_kind.get(kind, self.ignore_by_kind.get(None, ())):
-            if c.holds(ev, data, never):
-                return None
-        return normalize_ip(data.get("client_ip"))
-
-
-def _by_kind(conditions: Iterable[Condition]) -> dict[str | None, list[Condition]]:
-    out: dict[str | None, list[Condition]] = {}
-    anykind = [c for c in conditions if c.kind is None]
-    for c in conditions:
-        for k in c.kind or ():
-            out.setdefault(k, [])
-    for k in list(out):
-        out[k] = [c for c in conditions if c.kind is None or k in c.kind]
-    if anykind:
-        out[None] = anykind
-    return out
-
 
 class BanEngine:
-    """All jails over one stream of lines (or stored events), in log order."""
+    """All jails over one stream of lines (or stored events), in log order.
+
+    Finding evidence (``banscan.Finder``, fail2ban filters) is separate from
+    counting it (``_apply``, in order, in this process).
+    """
 
     def __init__(self, settings: BanSettings, never: NeverBan, history: BanHistory | None = None) -> None:
         self.settings = settings
@@ -155,143 +108,81 @@ class BanEngine:
         self.lines = 0
         self.last_time: float | None = None
         self.refused: dict[tuple[str, str], Refusal] = {}
-        self.names: dict[str, str] = {}  # last client name seen per address (access.client name keys)
+        self.names: dict[str, str] = {}  # last client name per banned-for address (access.client name keys)
+        self.finder = Finder(settings.jails, NeverBan(our_names=never.our_names))
+        self.filters = {i: j.filter for i, j in enumerate(self.jails) if j.filter is not None}
         needles: list[str] = []
         self.every_line = False  # an event jail whose evidence has no known needle
-        self.filter_jails = [i for i, j in enumerate(self.jails) if j.filter is not None]
-        kinds: dict[str, list[int]] = {}
-        self.any_kind: list[int] = []  # event jails with a condition on any kind
-        for i, j in enumerate(self.jails):
-            if j.filter is not None:
-                continue
-            n = j.cfg.needles
-            if n is None:
-                self.every_line = True
-            else:
-                needles.extend(n)
-            if any(c.kind is None for c in j.cfg.match):
-                self.any_kind.append(i)
-            else:
-                for c in j.cfg.match:
-                    for k in c.kind or ():
-                        kinds.setdefault(k, []).append(i)
-        # kind -> the event jails that can use it, in config order (jails share the ban history)
-        self.by_kind = {k: sorted(set(v) | set(self.any_kind)) for k, v in kinds.items()}
+        for j in self.jails:
+            if j.filter is None:
+                n = j.cfg.needles
+                if n is None:
+                    self.every_line = True
+                else:
+                    needles.extend(n)
         self.needles = tuple(dict.fromkeys(needles))
-        self._needle_re = re.compile("|".join(map(re.escape, self.needles))) if self.needles else None
 
     # -- feeding -------------------------------------------------------------
-    def feed_paths(self, paths: Iterable[str], *, until: float | None = None, classifier: Any = None) -> None:
+    def feed_paths(
+        self, paths: Iterable[str], *, until: float | None = None, tz: tzinfo | None = None,
+        reference: datetime | None = None, workers: int | None = None, block_size: int | None = None,
+    ) -> None:
         """Read log files (globs, rotated sets, compressed) and evaluate every line.
 
-        Lines after ``until`` (epoch seconds) are not used.  ``classifier``
-        defaults to a ``maillens.classify.Classifier`` in the local time zone.
+        Lines after ``until`` (epoch seconds) are not used.  ``tz`` is the
+        zone of time stamps without one (default: local); ``reference``
+        replaces the files' modification times for year inference.  With
+        only event jails whose kinds have needles, lines are picked by
+        ``banscan`` (in parallel for big inputs); fail2ban-filter jails need
+        every line and read line by line.
         """
+        paths = list(paths)
+        if self.filters or self.every_line or not self.needles:
+            self._feed_lines(paths, until, tz, reference)
+            return
+        spec = ScanSpec(self.finder, self.needles, tz)
+        for n_lines, picks, last_t in scan_paths(paths, spec, workers=workers, block_size=block_size,
+                                                 reference=reference):  # fmt: skip
+            base = self.lines
+            for i, t, hits, name, raw in picks:
+                if until is not None and t is not None and t > until:
+                    return
+                self.lines = base + i
+                self._apply(t, hits, name, raw or "")
+            self.lines = base + n_lines
+            if last_t is not None and (self.last_time is None or last_t > self.last_time):
+                if until is None or last_t <= until:
+                    self.last_time = last_t
+
+    def _feed_lines(self, paths: list[str], until: float | None, tz: tzinfo | None, reference: datetime | None) -> None:
         from maillens.classify import Classifier
         from maillens.sources import expand_paths, read_file_lines
 
-        clf = classifier or Classifier()
+        clf = Classifier(tz=tz)
         for item in expand_paths(paths):
-            clf.start_source(item.reference_time)
-            if not self.filter_jails and not self.every_line and self._needle_re is not None:
-                if not self._feed_blocks(item.path, clf, until):
-                    return
-                continue
-            last: str | None = None
+            clf.start_source(reference or item.reference_time)
             for line in read_file_lines(item.path):
-                used = self.feed_line(line.text, clf, until=until)
-                if used is None:
+                ev = clf.classify(line.text)
+                t = event_time(ev)
+                if until is not None and t is not None and t > until:
                     return
-                last = None if used else line.text
-            if last is not None:
-                self._note_time(clf.classify(last))  # "as of the last line's time"
-
-    def _feed_blocks(self, path: str, clf: Any, until: float | None) -> bool:
-        """The same as ``feed_line`` on each line, a block of lines at a time.
-
-        Only lines holding a needle, and every 100th line (the service
-        task's clock), are classified; finding them is left to the regex
-        engine over the whole block rather than a Python loop per line.
-        False once a line after ``until`` is reached.
-        """
-        from maillens.fastscan import iter_blocks
-
-        rx = self._needle_re
-        assert rx is not None
-        tail: str | None = None
-        for block, _first in iter_blocks(path):
-            text = block.decode("utf-8", errors="replace")
-            if "\r" in text:
-                text = text.replace("\r\n", "\n")
-            lines = text.split("\n")
-            picks: list[int] = []
-            idx = prev = 0
-            for m in rx.finditer(text):
-                pos = m.start()
-                idx += text.count("\n", prev, pos)
-                prev = pos
-                if not picks or picks[-1] != idx:
-                    picks.append(idx)
-            base = self.lines
-            svc = range((-(base + 1)) % SVC_LINES, len(lines), SVC_LINES)
-            for i in sorted(set(picks).union(svc)):
-                raw = lines[i]
-                ev = clf.classify(raw)
-                if until is not None and ev.ts is not None and self._time(ev) > until:  # type: ignore[operator]
-                    return False
-                self.lines = base + i  # _line counts this one
-                self._line(ev, raw, {})
-            self.lines = base + len(lines)
-            tail = lines[-1] if (picks[-1:] != [len(lines) - 1] and (base + len(lines)) % SVC_LINES) else None
-        if tail is not None:
-            self._note_time(clf.classify(tail))  # "as of the last line's time"
-        return True
-
-    def feed_line(self, raw: str, clf: Any, *, until: float | None = None) -> bool | None:
-        """One log line: True if it was classified, False if it could be skipped,
-        None if it lies after ``until`` (and was not used)."""
-        hits: dict[int, str | None] = {}
-        for i in self.filter_jails:
-            m = self.jails[i].filter.match_line(raw)  # type: ignore[union-attr]
-            if m is not None:
-                hits[i] = normalize_ip(m.host)
-        if (
-            hits
-            or (self.lines + 1) % SVC_LINES == 0
-            or self.every_line
-            or (self._needle_re is not None and self._needle_re.search(raw) is not None)
-        ):
-            ev = clf.classify(raw)
-            if until is not None and ev.ts is not None and self._time(ev) > until:  # type: ignore[operator]
-                return None
-            self._line(ev, raw, hits)
-            return True
-        self.lines += 1
-        return False
+                self._event(ev, line.text, t)
 
     def feed_events(self, events: Iterable[Event]) -> None:
         """Already classified events (the store's), each counted as one line."""
         for ev in events:
-            hits: dict[int, str | None] = {}
-            for i in self.filter_jails:
-                m = self.jails[i].filter.match_line(ev.raw)  # type: ignore[union-attr]
-                if m is not None:
-                    hits[i] = normalize_ip(m.host)
-            self._line(ev, ev.raw, hits)
+            self._event(ev, ev.raw, event_time(ev))
 
-    @staticmethod
-    def _time(ev: Event) -> float | None:
-        # fail2ban reads time stamps to the whole second (its strptime drops %f)
-        return float(math.floor(ev.ts.timestamp())) if ev.ts is not None else None
+    def _event(self, ev: Event, raw: str, t: float | None) -> None:
+        hits = self.finder.find(ev)
+        if self.filters:
+            hits += filter_hits(self.filters, raw)
+            hits.sort()
+        self._apply(t, hits, ev.data.get("client_name"), raw[:MAX_EVIDENCE])
 
-    def _note_time(self, ev: Event) -> None:
-        t = self._time(ev)
-        if t is not None and (self.last_time is None or t > self.last_time):
-            self.last_time = t
-
-    def _line(self, ev: Event, raw: str, hits: Mapping[int, str | None]) -> None:
+    def _apply(self, t: float | None, hits: Iterable[tuple[int, str]], name: str | None, raw: str) -> None:
+        """One line, its evidence found: count it in each jail, in config order (steps of ``banmodel``)."""
         self.lines += 1
-        t = self._time(ev)
         if t is None:
             t = self.last_time
         else:
@@ -300,18 +191,14 @@ class BanEngine:
             return
         svc = self.lines % SVC_LINES == 0
         if svc:
-            candidates: Iterable[int] = range(len(self.jails))
+            found = dict(hits)
+            todo: Iterable[tuple[int, str | None]] = [(i, found.get(i)) for i in range(len(self.jails))]
+        elif not hits:
+            return
         else:
-            by_kind = self.by_kind.get(ev.kind, self.any_kind)
-            if not hits and not by_kind:
-                return
-            candidates = sorted({*by_kind, *hits}) if hits else by_kind
-        name = ev.client_name
-        for i in candidates:
+            todo = hits
+        for i, ip in todo:
             jail = self.jails[i]
-            ip = hits.get(i) if jail.filter is not None else jail.evidence(ev, self.never)
-            if ip is None and not svc:
-                continue
             if ip is not None:
                 if name:
                     self.names[ip] = name
@@ -322,14 +209,14 @@ class BanEngine:
             state = jail.state
             state.check_unban(t)
             if ip is not None:
-                state.add_line_failure(t, ip, raw[:_MAX_EVIDENCE])
+                state.add_line_failure(t, ip, raw)
             if svc:
                 state.perform_svc(t)
                 jail.shadow.perform_svc(t)
             state.check_ban(t)
 
     def _shadow(self, jail: _Jail, t: float, ip: str, raw: str, reason: str) -> None:
-        for ticket in jail.shadow.process(t, ip, raw[:_MAX_EVIDENCE]):
+        for ticket in jail.shadow.process(t, ip, raw):
             jail.shadow.ban_list.clear()
             key = (ip, jail.cfg.name)
             old = self.refused.get(key)

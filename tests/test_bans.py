@@ -350,6 +350,11 @@ def test_prefilter_changes_nothing(dev_corpus: Path) -> None:
     assert [e.to_json() for e in fast.entries()] == [e.to_json() for e in slow.entries()]
     a, b = fast.state_dict(), slow.state_dict()
     assert (a["jails"], a["lines"], a["last_time"]) == (b["jails"], b["lines"], b["last_time"])
+    # and in parallel, in small blocks, the same again
+    par = _engine({"loopback": []}, dev_corpus / "config")
+    par.feed_paths([log], workers=2, block_size=64 << 10)
+    c = par.state_dict()
+    assert (c["jails"], c["lines"], c["last_time"]) == (b["jails"], b["lines"], b["last_time"])
 
 
 # --------------------------------------------------------------------------- the command
@@ -486,3 +491,30 @@ def test_store_state_survives_restarts(dev_corpus: Path, tmp_path: Path) -> None
     earlier = {(r["ip"], r["jail"]) for r in first_run}
     carried = [r for r in two_runs[len(first_run):] if (r["ip"], r["jail"]) in earlier and r["bancount"] >= 2]
     assert carried, "some repeat offender's later ban counted its ban from the first run"
+
+
+def test_blocks_date_lines_like_reading_straight_through(dev_corpus: Path, tmp_path: Path) -> None:
+    """A log crossing New Year (no year in its time stamps), read line by line, in blocks, and in
+    parallel blocks: the same years, so the same bans."""
+    from datetime import timedelta
+
+    out = []
+    for line in (dev_corpus / "maillog").read_text().splitlines():
+        when = datetime.strptime("2026 " + line[:15], "%Y %b %d %H:%M:%S") + timedelta(days=52, hours=8)
+        out.append(f"{when:%b} {when.day:>2} {when:%H:%M:%S}" + line[15:])
+    assert out[0].startswith("Dec 31") and out[-1].startswith("Jan  1")
+    log = tmp_path / "mail.log"
+    log.write_text("\n".join(out) + "\n")
+    runs = []
+    for mode in ("lines", 1, 2):
+        engine = _engine({"loopback": []}, dev_corpus / "config")
+        if mode == "lines":
+            engine.every_line = True
+            engine.feed_paths([str(log)])
+        else:
+            engine.feed_paths([str(log)], workers=mode, block_size=32 << 10)
+        state = engine.state_dict()
+        runs.append((state["jails"], state["lines"], state["last_time"]))
+    assert runs[0] == runs[1] == runs[2]
+    years = {datetime.fromtimestamp(t["time"]).year for j in runs[0][0].values() for t in j["ban_list"]}
+    assert len(years) == 2  # bans on both sides of New Year

@@ -98,22 +98,6 @@ def maillens_engine(jails: dict[str, dict[str, Any]]) -> BanEngine:
     return BanEngine(settings, NeverBan.from_settings(settings, None, own=[]))
 
 
-class _Reference:
-    """A classifier in UTC whose year reference is the corpus's end (as the replay's clock)."""
-
-    def __init__(self, reference: datetime) -> None:
-        from maillens.classify import Classifier
-
-        self.clf = Classifier(tz=timezone.utc, reference_time=reference)
-        self.reference = reference
-
-    def start_source(self, _ref: Any) -> None:
-        self.clf.start_source(self.reference)
-
-    def classify(self, *a: Any, **k: Any) -> Any:
-        return self.clf.classify(*a, **k)
-
-
 # --------------------------------------------------------------------------- replay oracle
 
 REPLAY_CASES = {
@@ -160,7 +144,7 @@ def test_same_bans_as_fail2ban_classes(tmp_path: Path, case: str) -> None:
     records: list[Any] = []
     for j in engine.jails:
         j.state.on_ban = records.append
-    engine.feed_paths([str(logfile)], classifier=_Reference(reference))
+    engine.feed_paths([str(logfile)], tz=timezone.utc, reference=reference)
 
     theirs = [(b["jail"], b["ip"], b["time"], b["bancount"], b["bantime"], b["failures"]) for b in oracle["bans"]]
     ours = [(r.jail, r.ip, r.time, r.ban_count, r.ban_time, r.failures) for r in records]
