@@ -1,0 +1,217 @@
+"""maillens reads and runs fail2ban filters as the real fail2ban does (issue 2, must-shows 2 and 3).
+
+The oracle is Debian's ``fail2ban-regex``; how it is run (``--raw``, ``-o``,
+``-e utf-8``, no date flags needed) and why is in ``tests/fail2ban_oracle.py``.
+Each (filter, log) pair runs fail2ban-regex once; the comparisons are line for
+line: the same lines, the same failure id ("host"), and for maillens's own rule
+files the same value of every ``<F-NAME>`` capture.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import CORPORA, corpus_dir, require_tool
+from fail2ban_oracle import compare, fail2ban_regex_view, fail2ban_test_log, maillens_match, maillens_view
+from maillens.errors import FilterError
+from maillens.filterconf import load_filter, parsers_dir
+
+pytestmark = pytest.mark.oracle
+
+FILTER_D = Path("/etc/fail2ban/filter.d")
+POSTFIX = str(FILTER_D / "postfix.conf")
+POSTFIX_MODES = ("more", "normal", "rbl", "auth", "ddos", "errors", "extra", "aggressive")
+RULE_FILES = [p for p in sorted(parsers_dir().glob("*.conf")) if load_filter(str(p)).failregex]
+
+
+def _problems(problems: list[str]) -> str:
+    return f"{len(problems)} differences, first ones:\n" + "\n".join(problems[:15])
+
+
+# --------------------------------------------------------------------------- must-show 2
+
+
+@pytest.mark.parametrize("corpus", CORPORA)
+@pytest.mark.parametrize("rule_file", RULE_FILES, ids=lambda p: p.stem)
+def test_rule_file_matches_what_fail2ban_matches(rule_file: Path, corpus: str) -> None:
+    """Every parsers/ filter: fail2ban-regex loads it and reports exactly the lines,
+    failure ids and captures that ``maillens match --json`` reports, on the corpus log."""
+    log = str(corpus_dir(corpus) / "maillog")
+    both, problems = compare(log, str(rule_file))
+    assert not problems, _problems(problems)
+    if rule_file.stem != "postfix-postscreen":  # the corpus server runs no postscreen
+        assert both > 0, f"{rule_file.name} matches nothing in {corpus}: the comparison would prove nothing"
+
+
+def test_rfc3339_time_stamps_are_cut_out_as_fail2ban_cuts_them() -> None:
+    """The RFC 3339 copy of the log: fail2ban's date templates decide what the filter sees."""
+    log = str(corpus_dir("real-postfix-dev") / "maillog.rfc3339")
+    for spec in (str(parsers_dir() / "postfix-reject.conf"), f"{POSTFIX}[mode=aggressive]"):
+        both, problems = compare(log, spec)
+        assert not problems, _problems(problems)
+        assert both > 1000
+
+
+# --------------------------------------------------------------------------- must-show 3
+
+
+def _postfix_logs() -> list[tuple[str, str]]:
+    return [("fail2ban-tests", "fail2ban:postfix"), *((c, f"corpus:{c}") for c in CORPORA)]
+
+
+def _log_path(where: str) -> str:
+    if where.startswith("fail2ban:"):
+        return str(fail2ban_test_log(where.split(":", 1)[1]))
+    return str(corpus_dir(where.split(":", 1)[1]) / "maillog")
+
+
+@pytest.mark.parametrize("where", [w for _, w in _postfix_logs()], ids=[i for i, _ in _postfix_logs()])
+@pytest.mark.parametrize("mode", POSTFIX_MODES)
+def test_fail2ban_postfix_filter_every_mode(mode: str, where: str) -> None:
+    """fail2ban's own postfix.conf, each mode, on its own test log and on the corpus."""
+    require_tool("fail2ban-regex")
+    if not Path(POSTFIX).is_file():
+        pytest.fail(f"{POSTFIX} is missing although fail2ban is installed")
+    both, problems = compare(_log_path(where), f"{POSTFIX}[mode={mode}]", with_fields=False)
+    assert not problems, _problems(problems)
+    assert both > 0
+
+
+# --------------------------------------------------------------------------- the loader
+
+LOADER_SPECS = [
+    *(str(p) for p in RULE_FILES),
+    POSTFIX, *(f"{POSTFIX}[mode={m}]" for m in POSTFIX_MODES),
+    f"{POSTFIX}[mode=normal, exre-user='']",  # a parameter that is a %(var)s of the filter
+    *(f"{FILTER_D}/sshd.conf[mode={m}]" for m in ("normal", "ddos", "extra", "aggressive")),
+    f'{FILTER_D}/sshd.conf[mode=aggressive, publickey=invalid, __pam_auth="pam_ldap"]',
+    f"{FILTER_D}/dovecot.conf", f"{FILTER_D}/dovecot.conf[mode=aggressive]",  # <lt_...> prefix, datepatterns
+    f"{FILTER_D}/sendmail-reject.conf[mode=extra]",  # %(known/__prefix_line)s
+    f"{FILTER_D}/asterisk.conf",  # known/ inside an [lt_journal] override
+    f"{FILTER_D}/asterisk.conf[logtype=journal]",
+    f"{FILTER_D}/apache-badbots.conf",  # known/ of a [Definition] option
+    f"{FILTER_D}/pure-ftpd.conf", f"{FILTER_D}/mongodb-auth.conf",  # [Init] options as tags
+    f"{FILTER_D}/znc-adminlog.conf", f"{FILTER_D}/monit.conf",  # <logtype> in the filter's own tags
+    f"{FILTER_D}/sogo-auth.conf", f"{FILTER_D}/nsd.conf",  # {DATE} and EPOCH datepatterns
+    f"{FILTER_D}/selinux-ssh.conf", f"{FILTER_D}/exim-spam.conf",
+]
+
+
+@pytest.mark.parametrize("spec", LOADER_SPECS, ids=lambda s: s.replace(str(FILTER_D) + "/", "").replace(
+    str(parsers_dir()) + "/", "parsers/"))
+def test_loader_reads_filters_as_fail2ban_does(spec: str) -> None:
+    """Includes, .local, %(x)s, known/, [Init], parameters, <tags>, modes, datepattern:
+    the regexes maillens compiles are the ones fail2ban-regex lists."""
+    assert maillens_view(spec) == fail2ban_regex_view(spec)
+
+
+STATEFUL = [("sshd", f"{FILTER_D}/sshd.conf[mode={m}]") for m in ("normal", "ddos", "extra", "aggressive")] + [
+    ("dovecot", f"{FILTER_D}/dovecot.conf[mode=aggressive]"),
+    ("sendmail-reject", f"{FILTER_D}/sendmail-reject.conf[mode=aggressive]"),
+    ("sendmail-auth", f"{FILTER_D}/sendmail-auth.conf"),
+    ("exim", f"{FILTER_D}/exim.conf[mode=aggressive]"),
+]
+
+
+@pytest.mark.parametrize(("log", "spec"), STATEFUL, ids=lambda v: v.split("/")[-1] if "/" in v else v)
+def test_other_fail2ban_filters_on_their_own_test_logs(log: str, spec: str) -> None:
+    """Beyond postfix: multi-line failure ids (sshd's <F-MLFID>, <F-NOFAIL>,
+    <F-MLFFORGET>), ignoreregex and prefregex merging give fail2ban's answers."""
+    both, problems = compare(str(fail2ban_test_log(log)), spec, with_fields=False)
+    assert not problems, _problems(problems)
+    assert both > 0
+
+
+def test_local_overrides(tmp_path: Path) -> None:
+    """A filter.d with .local files and a .d directory: fail2ban and maillens read the same filter."""
+    require_tool("fail2ban-regex")
+    fdir = tmp_path / "filter.d"
+    fdir.mkdir()
+    for name in ("common.conf", "postfix.conf"):
+        shutil.copy(FILTER_D / name, fdir / name)
+    (fdir / "common.local").write_text("[DEFAULT]\n__hostname = mx\\d*\n")
+    (fdir / "postfix.local").write_text(
+        "[Definition]\n"
+        "mdre-rbl = %(known/mdre-rbl)s\n"
+        "           ^%(_pref)s from [^[]*\\[<HOST>\\]%(_port)s: 421 4\\.7\\.0 \n"
+        "[Init]\nmode = rbl\n")
+    (fdir / "postfix.d").mkdir()
+    (fdir / "postfix.d" / "10-ignore.conf").write_text(
+        "[Definition]\nignoreregex = ^[A-Z]{4} from \\S*\\[192\\.0\\.2\\.99\\]\n")
+    spec = str(fdir / "postfix.conf")
+    ours = maillens_view(spec)
+    assert ours == fail2ban_regex_view(spec)
+    # the overrides took effect: [Init] mode, known/ plus one regex, the .d ignoreregex, common.local
+    assert len(ours["failregex"]) == 2 and ours["failregex"][1].startswith("^[A-Z]{4} from ")  # type: ignore[index]
+    assert ours["ignoreregex"] == ["^[A-Z]{4} from \\S*\\[192\\.0\\.2\\.99\\]"]
+    assert "(?:mx\\d*\\s+)?" in str(ours["prefregex"])
+    log = tmp_path / "mail.log"
+    log.write_text(
+        "Nov  9 08:41:22 mx1 postfix/smtpd[1]: NOQUEUE: reject: RCPT from a.example[192.0.2.1]: 554 5.7.1 Service"
+        " unavailable; Client host [192.0.2.1] blocked using zen.spamhaus.org; from=<a@b.example> to=<c@d.example>"
+        " proto=ESMTP helo=<a>\n"
+        "Nov  9 08:41:23 mx1 postfix/smtpd[1]: NOQUEUE: reject: RCPT from b.example[192.0.2.2]: 421 4.7.0 busy;"
+        " from=<a@b.example> to=<c@d.example> proto=ESMTP helo=<b>\n"
+        "Nov  9 08:41:24 mx1 postfix/smtpd[1]: NOQUEUE: reject: RCPT from c.example[192.0.2.99]: 554 5.7.1 Service"
+        " unavailable; Client host [192.0.2.99] blocked using zen.spamhaus.org; from=<a@b.example> to=<c@d.example>"
+        " proto=ESMTP helo=<c>\n"
+        "Nov  9 08:41:25 gw postfix/smtpd[1]: NOQUEUE: reject: RCPT from d.example[192.0.2.4]: 421 4.7.0 busy;"
+        " from=<a@b.example> to=<c@d.example> proto=ESMTP helo=<d>\n")
+    both, problems = compare(str(log), spec, with_fields=False)
+    assert not problems, _problems(problems)
+    assert sorted(m["host"] for m in maillens_match(str(log), spec).values()) == ["192.0.2.1", "192.0.2.2"]
+    assert both == 2
+
+
+def test_bad_filter_files_are_one_plain_error(tmp_path: Path) -> None:
+    """What fail2ban refuses, maillens refuses with a message naming the file."""
+    bad = tmp_path / "bad.conf"
+    bad.write_text("[Definition]\nfailregex = ^x <HOST>\nfailregex = ^y <HOST>\n")
+    with pytest.raises(FilterError, match="bad.conf"):
+        load_filter(str(bad))
+    noid = tmp_path / "noid.conf"
+    noid.write_text("[Definition]\nfailregex = ^no failure id here$\n")
+    with pytest.raises(FilterError, match="no <HOST>"):
+        load_filter(str(noid))
+    loop = tmp_path / "loop.conf"
+    loop.write_text("[Definition]\na = <b>\nb = <a>\nfailregex = <a> <HOST>\n")
+    with pytest.raises(FilterError):
+        load_filter(str(loop))
+
+
+# --------------------------------------------------------------------------- lint
+
+_ADDRESS_TAG = r"<(?:HOST|ADDR|IP4|IP6|DNS|SUBNET|F-(?:IP4|IP6|ADDR|DNS|SUBNET)/)>"
+_LITERAL = r"(?:\\.|[^\\(\[\]{}|*+?.^$<]|</?F-[A-Z0-9_\-]+>)"
+#: a greedy ``.*``/``.+`` followed only by literal text (and F-tags) up to an address tag
+GREEDY_BEFORE_ADDRESS = re.compile(r"(?<!\\)\.[*+](?![?+])" + _LITERAL + "*" + _ADDRESS_TAG)
+
+
+@pytest.mark.parametrize(("regex", "flagged"), [
+    (r"^.* from <HOST>", True),
+    (r"^Failed \S+ for .* from <HOST> port \d+", True),
+    (r"^user=<F-USER>.*</F-USER> rhost=<HOST>", True),
+    (r"^(?:.* )from \[<ADDR>\]", True),
+    (r"^x: .+ \[<ADDR>\]", True),
+    (r"^Failed \S+ for .*? from <HOST>", False),
+    (r"^reject: \S+ from [^\[]*\[<ADDR>\]", False),
+    (r"^from <HOST>: .*$", False),
+    (r"^a\.* from <HOST>", False),
+])
+def test_the_lint_sees_the_hole(regex: str, flagged: bool) -> None:
+    assert bool(GREEDY_BEFORE_ADDRESS.search(regex)) is flagged
+
+
+@pytest.mark.parametrize("rule_file", RULE_FILES, ids=lambda p: p.stem)
+def test_no_greedy_wildcard_before_an_address(rule_file: Path) -> None:
+    """fail2ban's known injection hole: a greedy ``.*`` before ``<HOST>`` lets text the
+    client controls (a HELO name, an address) put someone else's IP where the filter
+    takes the failure id from."""
+    flt = load_filter(str(rule_file))
+    for rx in [*flt.failregex, *([flt.prefregex] if flt.prefregex else [])]:
+        m = GREEDY_BEFORE_ADDRESS.search(rx.text)
+        assert m is None, f"{rule_file.name} failregex {rx.index + 1}: greedy {m.group()!r} before an address"
