@@ -204,8 +204,9 @@ def main() -> int:
         print(json.dumps(results, indent=1))
         return 0
     oracle = next((r for r in results if r["case"].startswith("GNU")), None)
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"{args.lines} lines at {args.rate:.0f} lines/s, idle CPU over {args.idle:.0f} s "
-          f"({os.cpu_count()} cores)\n")
+          f"({os.cpu_count()} cores, load average {load} at the end: other work skews the tail of p99)\n")
     head = f"{'case':36} {'recv':>6} {'once':>5} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'idle CPU':>9} {'busy CPU':>9}"
     print(head)
     print("-" * len(head))
