@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
+from maillens.textsafe import json_safe
+
 #: Every value ``Event.kind`` may take.
 KINDS: Final = (
     "reject",
@@ -154,4 +156,5 @@ class Event:
         return out
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+        """One JSON line, safe to show on a terminal (C1 and bidi characters escaped)."""
+        return json_safe(json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":")))

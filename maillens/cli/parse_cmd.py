@@ -12,6 +12,7 @@ import click
 
 from maillens.cli.main import handle_errors, load_settings
 from maillens.errors import UsageError
+from maillens.textsafe import neutralise
 
 DEFAULT_LOG = "/var/log/mail.log"
 
@@ -57,7 +58,7 @@ def _format_text(ev: Any) -> str:
     ts = ev.ts.isoformat(timespec="seconds") if ev.ts else "-"
     facts = " ".join(f"{k}={v}" for k, v in ev.data.items() if v not in (None, "") and k != "commands")
     qid = f" {ev.queue_id}" if ev.queue_id else ""
-    return f"{ts} {ev.kind}{qid} {facts}".rstrip()
+    return neutralise(f"{ts} {ev.kind}{qid} {facts}".rstrip())
 
 
 reference_option = click.option(
@@ -127,7 +128,7 @@ def explain(ctx: click.Context, lines: tuple[str, ...], filter_spec: str | None,
         if i:
             click.echo("")
         ev = classifier.classify(text)
-        click.echo(f"line     : {ev.raw}")
+        click.echo(f"line     : {neutralise(ev.raw)}")
         click.echo(f"kind     : {ev.kind}")
         click.echo(f"rule     : {ev.rule or '(none)'}")
         if ev.ts is not None:
@@ -137,7 +138,8 @@ def explain(ctx: click.Context, lines: tuple[str, ...], filter_spec: str | None,
             if value is not None:
                 click.echo(f"{name:<9}: {value}")
         for key, value in ev.data.items():
-            click.echo(f"{key:<9}: {json.dumps(value) if isinstance(value, (dict, list)) else value}")
+            shown = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+            click.echo(f"{key:<9}: {neutralise(shown)}")
         if flt is not None:
             match = flt.match_line(text)
             if match is None:
