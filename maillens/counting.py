@@ -147,12 +147,16 @@ def smtpd_reject_key(rmdr: str) -> tuple[str, str, str] | None:
         return None
     rej_typ, rej_from, rej_rmdr = m.groups()
     reas = rej_rmdr
-    if rej_typ in ("RCPT", "DATA", "CONNECT"):
-        reas = _RJ_ADDR.sub(r"\1\2", reas, count=1)
-        reas = _RJ_PROTO.sub(r"\1", reas, count=1)
+    if rej_typ in ("RCPT", "DATA", "CONNECT"):  # (substring guards only skip subs that cannot apply)
+        if reas[3:5] == " <":
+            reas = _RJ_ADDR.sub(r"\1\2", reas, count=1)
+        if "Protocol error;" in reas:
+            reas = _RJ_PROTO.sub(r"\1", reas, count=1)
         reas = _RJ_REASON.sub(r"\1", reas, count=1)
-        reas = _RJ_ADDR_REJ.sub(r"\1", reas, count=1)
-        reas = _RJ_BLOCKED.sub("blocked", reas, count=1)
+        if "address rejected: " in reas:
+            reas = _RJ_ADDR_REJ.sub(r"\1", reas, count=1)
+        if " blocked" in reas:
+            reas = _RJ_BLOCKED.sub("blocked", reas, count=1)
     elif rej_typ == "MAIL":
         reas = _RJ_MAIL.sub(r"\1", reas, count=1)
     else:
@@ -163,14 +167,14 @@ def smtpd_reject_key(rmdr: str) -> tuple[str, str, str] | None:
     if _RJ_RCPT.match(reas):
         to = _RJ_TO1.search(rej_rmdr) or _RJ_TO2.search(rej_rmdr) or _RJ_TO3.search(rej_rmdr)
         return rej_typ, reas, to.group(1) if to else "<>"
-    new, n = _RJ_PIPE.subn(r"\1", reas, count=1)
+    new, n = _RJ_PIPE.subn(r"\1", reas, count=1) if "pipelining;" in reas else (reas, 0)
     if n:
         src = _RJ_SRC.match(rmdr)
         return rej_typ, new, src.group(1) if src else ""
-    new, n = _RJ_SIZE.subn(r"\1", reas, count=1)
+    new, n = _RJ_SIZE.subn(r"\1", reas, count=1) if "fixed limit;" in reas else (reas, 0)
     if n:
         return rej_typ, new, gimme_domain(rej_from)
-    new, n = _RJ_CONF.subn(r"(Local) \1", reas, count=1)
+    new, n = _RJ_CONF.subn(r"(Local) \1", reas, count=1) if "Server configuration" in reas else (reas, 0)
     if n:
         return rej_typ, new, gimme_domain(rej_from)
     return rej_typ, reas, gimme_domain(rej_from)
@@ -304,8 +308,6 @@ class Counter:
 
     def _pflogsumm(self, ev: Event, cmd: str, day: str, hour: int) -> None:
         msg = ev.message
-        mq = _QID.match(msg)
-        qid = mq.group(0) if mq else ""
         has_pid = ev.pid is not None
         if cmd == "cleanup" and has_pid and (": header " in msg or ": body " in msg or ": END-OF-MESSAGE " in msg):
             m = _CLEANUP_REJ.match(msg)
@@ -316,15 +318,18 @@ class Counter:
                 self._inc(day, hour, _REJ_COUNTER[sub])
                 self._detail(day, _REJ_SECTION[sub], cmd, reas, rest)
                 return
-        if qid in ("warning", "fatal", "panic"):
-            rmdr = self._rmdr(ev)
-            m = _AFTER_WORD[qid].match(rmdr)
-            reason = rmdr[m.end():] if m else rmdr
-            self._detail(day, qid, cmd, string_trimmer(reason, 66))
-            return
-        if qid in ("reject", "reject_warning", "hold", "discard"):
-            self._smtpd_reject(ev, qid, day, hour)
-            return
+        mq = _QID.match(msg)
+        qid = mq.group(0) if mq else ""
+        if qid[:1] in _WORD_STARTS:
+            if qid in ("warning", "fatal", "panic"):
+                rmdr = self._rmdr(ev)
+                m = _AFTER_WORD[qid].match(rmdr)
+                reason = rmdr[m.end():] if m else rmdr
+                self._detail(day, qid, cmd, string_trimmer(reason, 66))
+                return
+            if qid in ("reject", "reject_warning", "hold", "discard"):
+                self._smtpd_reject(ev, qid, day, hour)
+                return
         if cmd == "master":
             rmdr = self._rmdr(ev)
             m = _AFTER_MASTER.match(rmdr)
@@ -333,13 +338,15 @@ class Counter:
         if cmd == "smtpd" or cmd == "postscreen":
             if not has_pid:
                 return
-            m = _CLIENT.match(msg)
-            if m:
-                self._received(qid, gimme_domain(m.group(1)), day, hour)
-                return
-            m = _SMTPD_REJ.match(msg)
-            if m:
-                self._smtpd_reject(ev, m.group(1), day, hour)
+            if "client=" in msg:
+                m = _CLIENT.match(msg)
+                if m:
+                    self._received(qid, gimme_domain(m.group(1)), day, hour)
+                    return
+            if ": reject" in msg or ": hold: " in msg or ": discard: " in msg:
+                m = _SMTPD_REJ.match(msg)
+                if m:
+                    self._smtpd_reject(ev, m.group(1), day, hour)
             return
         self._other(ev, msg, cmd, qid, day, hour)
 
@@ -459,6 +466,8 @@ class Counter:
         """The tracker evicted ``qid``: drop its per-message state too."""
         self.open.pop(qid, None)
 
+
+_WORD_STARTS: Final = frozenset("wfprhd")
 
 #: Kinds with nothing for ``_extras`` (the common ones: skip the call).
 _PLAIN_KINDS: Final = frozenset({"received", "cleanup", "queued", "delivery", "disconnect", "tls", "other",
