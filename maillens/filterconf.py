@@ -600,3 +600,11 @@ def _load_cached(spec: str, search_dirs: tuple[Path, ...]) -> Filter:
 def load_filter(spec: str, search_dirs: Iterable[Path | str] = ()) -> Filter:
     """Load a filter by spec: ``'postfix[mode=aggressive]'``, a path, or a ``parsers/`` name."""
     return _load_cached(spec, tuple(Path(d) for d in search_dirs))
+
+
+def __getattr__(name: str) -> object:
+    if name in ("FilterMatch", "Matcher"):  # they moved to maillens.filtermatch
+        from maillens import filtermatch
+
+        return getattr(filtermatch, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

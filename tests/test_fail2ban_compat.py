@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from conftest import CORPORA, corpus_dir, require_tool
-from fail2ban_oracle import compare, fail2ban_regex_view, fail2ban_test_log, maillens_match, maillens_view
+from fail2ban_oracle import (FAIL2BAN_LOG_DIRS, compare, fail2ban_regex_view, fail2ban_test_log, maillens_match,
+                             maillens_view)
 from maillens.errors import FilterError
 from maillens.filterconf import load_filter, parsers_dir
 
@@ -60,7 +61,9 @@ def test_rfc3339_time_stamps_are_cut_out_as_fail2ban_cuts_them() -> None:
 
 
 def _postfix_logs() -> list[tuple[str, str]]:
-    return [("fail2ban-tests", "fail2ban:postfix"), *((c, f"corpus:{c}") for c in CORPORA)]
+    """fail2ban's test logs for postfix (``postfix*``; Debian 12 ships ``postfix``) and the corpus."""
+    shipped = sorted({p.name for d in FAIL2BAN_LOG_DIRS if d.is_dir() for p in d.glob("postfix*")}) or ["postfix"]
+    return [*((f"fail2ban-{n}", f"fail2ban:{n}") for n in shipped), *((c, f"corpus:{c}") for c in CORPORA)]
 
 
 def _log_path(where: str) -> str:
