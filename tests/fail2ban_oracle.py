@@ -15,7 +15,8 @@ How fail2ban-regex is run, and why (Debian's fail2ban 1.0):
   than findtime" check and accepts any year (1.0 has no ``--nodatechecks``); only
   the lines and ids are compared, so the time zone does not matter either.
 
-fail2ban-regex does not say which line a record came from; records come in log
+fail2ban-regex does not say which line a record came from (and writes NUL
+bytes as ``\\x00``); records come in log
 order and identical lines give identical results, so each record's last line is
 matched to the next line of the log with that text.  fail2ban never reads a last
 line without a newline (it waits for the line's end), so logs compared here must
@@ -74,11 +75,16 @@ def fail2ban_regex(log: str, spec: str, fields: tuple[str, ...] = ()) -> Result:
         parts = record.split(FIELD_SEP)
         assert len(parts) == len(fields) + 2, f"unexpected fail2ban-regex record: {record!r}"
         reported = parts[-1].split("\n")[-1]
-        while lines[pos] != reported:
+        while _escaped(lines[pos]) != reported:
             pos += 1
         result[pos + 1] = (parts[0], dict(zip(fields, parts[1:-1])))
         pos += 1
     return result
+
+
+def _escaped(text: str) -> str:
+    """fail2ban-regex's ``-o`` writes NUL bytes in values as ``\\x00``."""
+    return text.replace("\x00", "\\x00")
 
 
 def fail2ban_regex_view(spec: str) -> dict[str, object]:
@@ -171,7 +177,7 @@ def compare(log: str, spec: str, *, with_fields: bool = True) -> tuple[int, list
             problems.append(f"line {lineno}: host {ours[lineno]['host']!r} != fail2ban's {fid!r}: {text}")
         for name in fields:
             mine = ours[lineno].get(name)
-            if ("" if mine is None else str(mine)) != captures[name]:
+            if _escaped("" if mine is None else str(mine)) != captures[name]:
                 problems.append(f"line {lineno}: {name} {mine!r} != fail2ban's {captures[name]!r}: {text}")
     return len(set(theirs) & set(ours)), problems
 

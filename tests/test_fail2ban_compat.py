@@ -57,6 +57,35 @@ def test_rfc3339_time_stamps_are_cut_out_as_fail2ban_cuts_them() -> None:
         assert both > 1000
 
 
+DATED_LINES = [
+    "Nov  9 08:41:19 mx a 192.0.2.1", "Nov 9 08:41:19 mx a 192.0.2.2",
+    "2026-11-09T08:41:19.211563+00:00 mx a 192.0.2.3", "2026-11-09T08:41:19+0000 mx a 192.0.2.4",
+    "2026-11-09 08:41:19,123 mx a 192.0.2.5", "Sun Jan 23 21:59:59 2005 mx a 192.0.2.6",
+    "Jan 23 21:59:59.011 2005 mx a 192.0.2.7", "23/01/2005 21:59:59 mx a 192.0.2.8",
+    "[31/Oct/2006:09:22:55 -0000] mx a 192.0.2.9", "1403884279 - mx a 192.0.2.10",
+    "\x00\x00Nov  9 08:41:19 mx a 192.0.2.11", "\x00\x00\x00Nov  9 08:41:19 mx a 192.0.2.12",
+    "<22>1 2026-11-09T08:41:19.211Z mx a 192.0.2.13", "no date at all mx a 192.0.2.14",
+    "mx a at Nov  9 08:45:17 then 192.0.2.15", "Nov  9 08:41:19 mx statistics at Nov  9 08:45:17 192.0.2.16",
+    "@4000000037c219bf2ef02e94 mx a 192.0.2.17", "2005/01/23 21:59:59 mx a 192.0.2.18",
+    "Nov  9 08:41:19 2026 mx a 192.0.2.19", "  Nov  9 08:41:19 mx a 192.0.2.20",
+]
+
+
+@pytest.mark.parametrize("datepattern", [None, "{^LN-BEG}"])
+def test_time_stamps_are_cut_out_where_fail2ban_cuts_them(tmp_path: Path, datepattern: str | None) -> None:
+    """What is left of each line once fail2ban's date templates took the time stamp out
+    (captured whole by the filter) -- syslog, RFC 3339/5424, asctime, Apache, epoch,
+    TAI64N, NUL-padded, mid-line and missing stamps; defaults and {^LN-BEG}."""
+    flt = tmp_path / "seen.conf"
+    flt.write_text("[Definition]\nfailregex = ^<F-SEEN>.*</F-SEEN> <ADDR>$\n"
+                   + (f"datepattern = {datepattern}\n" if datepattern else ""))
+    log = tmp_path / "dates.log"
+    log.write_text("\n".join(DATED_LINES) + "\n")
+    both, problems = compare(str(log), str(flt))
+    assert not problems, _problems(problems)
+    assert both == len(DATED_LINES)
+
+
 # --------------------------------------------------------------------------- must-show 3
 
 
