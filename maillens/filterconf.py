@@ -338,11 +338,10 @@ def substitute_tags(tags: dict[str, str], ignore: set[str], lookup) -> dict[str,
 
 
 def _get(cfg: _Config, section: str, option: str, where: str, vars: dict[str, str] | None = None) -> str:
+    """An interpolated option; a broken ``%(x)s`` is a FilterError naming the file."""
     try:
         return cfg.get(section, option, vars=vars)
-    except (configparser.NoSectionError, configparser.NoOptionError):
-        raise
-    except configparser.Error as exc:
+    except (configparser.InterpolationError, configparser.ParsingError) as exc:
         raise FilterError(f"{where}: [{section}] {option}: {str(exc).splitlines()[0]}") from None
 
 
@@ -392,12 +391,10 @@ def combined_options(cfg: _Config, params: dict[str, str], where: str) -> tuple[
     return substitute_tags(present, ignore, lookup), variables
 
 
-def _definition_options(cfg: _Config, variables: dict[str, str], where: str) -> dict[str, str]:
+def _definition_options(cfg: _Config, variables: dict[str, str]) -> dict[str, str]:
     """Every ``[Definition]``/``[DEFAULT]`` option, interpolated (for maillens's own keys)."""
     out: dict[str, str] = {}
-    if not cfg.has_section("Definition"):
-        return out
-    for opt in cfg.options("Definition"):
+    for opt in cfg.options("Definition") if cfg.has_section("Definition") else ():
         try:
             out[opt] = cfg.get("Definition", opt, vars=variables)
         except configparser.Error:
@@ -558,7 +555,7 @@ def _build(path: Path, params: dict[str, str]) -> Filter:
         raise FilterError(f"filter file {path} cannot be read")
     cfg = files.merged
     options, variables = combined_options(cfg, params, where)
-    all_options = {**_definition_options(cfg, variables, where), **options}
+    all_options = {**_definition_options(cfg, variables), **options}
     use_dns = (options.get("usedns") or "warn").lower()
     if use_dns not in ("yes", "warn", "no", "raw"):
         use_dns = "no"  # fail2ban's "safe" choice for a bad value
@@ -602,9 +599,7 @@ def load_filter(spec: str, search_dirs: Iterable[Path | str] = ()) -> Filter:
     return _load_cached(spec, tuple(Path(d) for d in search_dirs))
 
 
-def __getattr__(name: str) -> object:
-    if name in ("FilterMatch", "Matcher"):  # they moved to maillens.filtermatch
-        from maillens import filtermatch
-
-        return getattr(filtermatch, name)
+def __getattr__(name: str) -> object:  # FilterMatch and Matcher moved to maillens.filtermatch
+    if name in ("FilterMatch", "Matcher"):
+        return getattr(__import__("maillens.filtermatch", fromlist=[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
