@@ -1,10 +1,15 @@
 """maillens reads and runs fail2ban filters as the real fail2ban does (issue 2, must-shows 2 and 3).
 
-The oracle is Debian's ``fail2ban-regex``; how it is run (``--raw``, ``-o``,
-``-e utf-8``, no date flags needed) and why is in ``tests/fail2ban_oracle.py``.
-Each (filter, log) pair runs fail2ban-regex once; the comparisons are line for
-line: the same lines, the same failure id ("host"), and for maillens's own rule
-files the same value of every ``<F-NAME>`` capture.
+The oracle is Debian's ``fail2ban-regex``, run (see ``tests/fail2ban_oracle.py``) as
+``fail2ban-regex --raw -e utf-8 -o '<fid>\x1f<F-NAME>...\x1f<matches>\x1e' LOG FILTER``:
+``-o`` gives one machine-readable record per failure and makes fail2ban-regex
+decide like the daemon (first matching failregex wins); ``--raw`` keeps it from
+looking names up in DNS -- it does not change what is compared, as the filters here
+report addresses (and maillens never resolves); ``-e utf-8`` decodes as maillens
+does.  No date flag is needed: fail2ban-regex itself switches off fail2ban's
+"ignore old lines" check and accepts any year.  Each (filter, log) pair runs once;
+the comparisons are line for line: the same lines, the same failure id ("host"),
+and for maillens's own rule files the same value of every ``<F-NAME>`` capture.
 """
 
 from __future__ import annotations
