@@ -98,6 +98,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from maillens.postconf import PostfixConfig
 
 CLIENT_MAP, SENDER_MAP = "access.client", "access.sender"
+#: ``[suggest]`` keys naming the tables' source files (defaults for --access-client/--access-sender).
+MAP_KEYS = ("access_client", "access_sender")
 
 
 def parse_since(text: str | None) -> timedelta | None:
@@ -128,7 +130,10 @@ class SuggestSettings:
                  "network_share": float, "retry_gap": float}
         values: dict[str, Any] = {}
         for key, value in section.items():
-            if key == "since":
+            if key in MAP_KEYS:  # table paths: read by the commands (suggest, report), not a tuning knob
+                if not isinstance(value, str) or not value:
+                    raise ConfigError(f"[suggest] {key} = {value!r}: give the table's source file path")
+            elif key == "since":
                 try:
                     values["since"] = parse_since(str(value))
                 except UsageError:
@@ -139,7 +144,8 @@ class SuggestSettings:
                 except (TypeError, ValueError):
                     raise ConfigError(f"[suggest] {key} = {value!r} must be a number") from None
             else:
-                raise ConfigError(f"[suggest] has no setting {key!r}; known: since, {', '.join(known)}")
+                raise ConfigError(f"[suggest] has no setting {key!r}; known: since, {', '.join(known)}, "
+                                  f"{', '.join(MAP_KEYS)}")
         return cls(**values)
 
 

@@ -14,9 +14,11 @@ from maillens.cli.main import handle_errors, load_settings
 @click.command("suggest")
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--access-client", "client_path", type=click.Path(dir_okay=False), metavar="FILE",
-              help="Source file of the check_client_access table (e.g. /etc/postfix/access.client).")
+              help="Source file of the check_client_access table (e.g. /etc/postfix/access.client; "
+                   "default: [suggest] access_client).")
 @click.option("--access-sender", "sender_path", type=click.Path(dir_okay=False), metavar="FILE",
-              help="Source file of the check_sender_access table (e.g. /etc/postfix/access.sender).")
+              help="Source file of the check_sender_access table (e.g. /etc/postfix/access.sender; "
+                   "default: [suggest] access_sender).")
 @click.option("--since", metavar="AGE",
               help="Only the last AGE of mail (30d, 12h, 2w): back from the newest line of the FILEs, "
                    "or from now for the store.")
@@ -47,7 +49,10 @@ def suggest(ctx: click.Context, files: tuple[str, ...], client_path: str | None,
     from maillens.suggest import suggest as run
 
     settings = load_settings(ctx)
-    options = SuggestSettings.from_section(settings.section("suggest"))
+    section = settings.section("suggest")
+    options = SuggestSettings.from_section(section)
+    client_path = client_path or section.get("access_client")
+    sender_path = sender_path or section.get("access_sender")
     if since:
         options = dataclasses.replace(options, since=parse_since(since))
     client_table = AccessTable.load(client_path) if client_path else None
