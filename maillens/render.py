@@ -98,6 +98,7 @@ def environment(section: Mapping[str, Any] | None = None) -> "jinja2.Environment
         cell=fmt_cell,
         clip=clip,
         texttable=text_table,
+        textrecords=text_records,
         line=one_line,
         lpad=lambda v, w: str(v).rjust(int(w)),
         rpad=lambda v, w: str(v).ljust(int(w)),
@@ -160,8 +161,39 @@ def text_table(t: Any, indent: int = 3, width: int = 70) -> Any:
     Layout is computed here rather than in jinja because column widths depend
     on every row; the cell *content* is still the template's ``cell`` format.
     """
+    from markupsafe import Markup
+
+    # Markup so that _finalize keeps the line breaks; every cell is cleaned
+    # in _text_lines, and text templates are not HTML-escaped anyway.
+    return Markup("\n".join(_text_lines(list(t.columns), t.rows, indent, width)))
+
+
+def text_records(t: Any, details: int = 1, indent: int = 3, width: int = 76, limit: int = 1000) -> Any:
+    """Like ``texttable``, but the last ``details`` columns (evidence, warnings)
+    go under their row, labelled, wrapped and not cut at ``width``, so the
+    text part keeps every fact."""
+    import textwrap
+
+    from markupsafe import Markup
+
     cols = list(t.columns)
-    cells = [[_finalize(clip(fmt_cell(v, c), width)) for v, c in zip(row, cols)] for row in t.rows]
+    split = len(cols) - details
+    lines = _text_lines(cols[:split], [row[:split] for row in t.rows], indent, width)
+    out = lines[:1]
+    pad = " " * (indent + 4)
+    for line, row in zip(lines[1:], t.rows):
+        out.append(line)
+        for value, col in zip(row[split:], cols[split:]):
+            text = _finalize(clip(fmt_cell(value, col), limit))
+            if text:
+                out.extend(textwrap.wrap(f"{col.label}: {text}", width=width + indent, initial_indent=pad,
+                                         subsequent_indent=pad, break_long_words=False, break_on_hyphens=False))
+    return Markup("\n".join(out))
+
+
+def _text_lines(cols: list[Column], rows: Any, indent: int, width: int) -> list[str]:
+    """Header and rows, columns padded to their widest cell."""
+    cells = [[_finalize(clip(fmt_cell(v, c), width)) for v, c in zip(row, cols)] for row in rows]
     widths = [max([len(c.label)] + [len(r[i]) for r in cells]) for i, c in enumerate(cols)]
     lines = []
     for row in [[c.label for c in cols]] + cells:
@@ -173,11 +205,7 @@ def text_table(t: Any, indent: int = 3, width: int = 70) -> Any:
             else:
                 parts.append(text if last else text.ljust(widths[i]))
         lines.append(" " * indent + "  ".join(parts).rstrip())
-    from markupsafe import Markup
-
-    # Markup so that _finalize keeps the line breaks; every cell was cleaned
-    # above, and text templates are not HTML-escaped anyway.
-    return Markup("\n".join(lines))
+    return lines
 
 
 def clip(value: Any, width: int = 60) -> str:

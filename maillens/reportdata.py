@@ -152,9 +152,13 @@ class ReportData:
     sasl_by_client: Table = field(default_factory=lambda: table([("client", "text")]))
     sasl_by_username: Table = field(default_factory=lambda: table([("username", "text")]))
     problems: Table = field(default_factory=lambda: table([("level", "text")]))
-    #: one-line summaries with a pointer while bans/suggest are not wired in.
+    #: one-line summaries: the ban list's changes of the day; the allowlist
+    #: suggestions' counts, or a pointer when they cannot be computed.
     bans_note: str = ""
     suggest_note: str = ""
+    #: ``maillens suggest`` over the period ending with the day (empty when not computed):
+    #: map, entry, action, finding, score, takes effect, evidence (see ``suggestout.report_table``).
+    suggestions: Table = field(default_factory=lambda: table([("map", "text")]))
 
     def figure(self, key: str) -> Figure | None:
         return next((f for f in self.headline if f.key == key), None)

@@ -50,18 +50,44 @@ def build(
     files: Sequence[str] = (),
     db: str | None = None,
     postfix_config: str | None = None,
+    access_client: str | None = None,
+    access_sender: str | None = None,
 ) -> ReportData:
+    """The day's figures, plus the allowlist suggestions when they can be computed.
+
+    Suggestions come from the files themselves when files are given (what
+    ``maillens suggest FILES`` reads), else from the store when the access
+    tables are known; see ``maillens.reportsuggest``.
+    """
+    from maillens.reportsuggest import MapPaths
     from maillens.rollup import ReportOptions, build_report, report_from_files
     from maillens.store import Store
 
     options = ReportOptions.from_section(section)
     postfix = load_postfix(settings, postfix_config)
+    suggest_section = settings.section("suggest")
+    paths = MapPaths.resolve(suggest_section, access_client, access_sender)
     if files:
-        return report_from_files(files, day, options=options, postfix=postfix)
+        data = report_from_files(files, day, options=options, postfix=postfix)
+        return with_suggestions(data, suggest_section, top=options.top, files=files, paths=paths, postfix=postfix)
     if day is None:
         raise UsageError("give --date (today, yesterday or YYYY-MM-DD)")
     with Store.open(db, readonly=True) as store:
-        return build_report(store, day, options=options, postfix=postfix)
+        data = build_report(store, day, options=options, postfix=postfix)
+        return with_suggestions(data, suggest_section, top=options.top, store=store, paths=paths, postfix=postfix)
+
+
+def with_suggestions(data: ReportData, suggest_section: dict[str, Any], **how: Any) -> ReportData:
+    """``data`` with its "Allowlist suggestions" table and note; unchanged (pointer line) otherwise."""
+    import dataclasses
+
+    from maillens.reportsuggest import section_for
+
+    found = section_for(suggest_section, data.day, **how)
+    if found is None:
+        return data
+    table, note = found
+    return dataclasses.replace(data, suggestions=table, suggest_note=note)
 
 
 def run_report(
@@ -76,6 +102,8 @@ def run_report(
     mail_to: Sequence[str] = (),
     mail_default: bool = False,
     postfix_config: str | None = None,
+    access_client: str | None = None,
+    access_sender: str | None = None,
 ) -> ReportResult:
     """Build the report and deliver it where asked; text to stdout when nowhere."""
     from maillens import mail, render
@@ -86,7 +114,8 @@ def run_report(
         recipients = mail.addresses(list(mail_to), "--mail-to") if mail_to else mail_conf.mail_to
         if not recipients:
             raise UsageError("--mail given but [report] mail_to is empty; give --mail-to ADDR")
-    data = build(settings, section, day=day, files=files, db=db, postfix_config=postfix_config)
+    data = build(settings, section, day=day, files=files, db=db, postfix_config=postfix_config,
+                 access_client=access_client, access_sender=access_sender)
     result = ReportResult(data)
     text = render.render_text(data, section)
     if html_path:

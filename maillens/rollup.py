@@ -511,7 +511,8 @@ def bans_note(store: "Store", day: date) -> str:
             + f", {ended} ran out on this day; `maillens bans --list` shows them.")  # fmt: skip
 
 
-SUGGEST_NOTE = "Allowlist suggestions: `maillens suggest` proposes access-map entries from the same store."
+SUGGEST_NOTE = ("Allowlist suggestions: `maillens suggest` proposes access-map entries; give the report "
+                "--access-client/--access-sender ([suggest] access_client/access_sender) to list them here.")
 
 
 def build_report(

@@ -145,7 +145,7 @@ def report_table(result: SuggestResult, top: int = 20) -> "Table":
             continue
         what = "suggested" if item.kind == "suggestion" else item.kind
         effect = {True: "yes", False: "no: " + (item.config_change or ""), None: ""}[item.effective]
-        rows.append((item.map, item.key, item.action, what, int(round(item.score)), effect,
+        rows.append((item.map, item.key, item.action, what, round(item.score, 1), effect,
                      "; ".join(item.evidence)))
     columns = [("map", "text"), ("entry", "text"), ("action", "text"), ("finding", "text"),
                ("score", "int"), ("takes effect", "text"), ("evidence", "text")]

@@ -71,7 +71,14 @@ def sample_report(**overrides: object) -> ReportData:
         sasl_by_username=table([("username", "text"), ("failures", "int")], [("admin", 100)]),
         problems=table([("level", "text"), ("message", "text"), ("count", "int")], [("warning", "non-SMTP command from x", 24)]),
         bans_note="Ban list: not configured yet (see `maillens bans --help`).",
-        suggest_note="Allowlist suggestions: run `maillens suggest`.",
+        suggest_note="Allowlist suggestions from the store up to the end of 2026-11-09: 1 OK and 0 REJECT entries.",
+        suggestions=table(
+            [("map", "text"), ("entry", "text"), ("action", "text"), ("finding", "text"), ("score", "int"),
+             ("takes effect", "text"), ("evidence", "text")],
+            [("access.client", "mail.evil.example", "OK", "suggested", 12.5,
+              "no: check_client_access must come before reject_unknown_client_hostname",
+              f"HELO {EVIL_HELO} in every session\r\nFAKE: evidence line\x1b[31m; FCrDNS ok")],
+        ),  # fmt: skip
     )
     data.update(overrides)
     return ReportData(**data)  # type: ignore[arg-type]

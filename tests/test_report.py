@@ -260,11 +260,15 @@ def test_report_command_from_file_and_from_store(tmp_path: Path) -> None:
     assert page.startswith("<!DOCTYPE html>") and f'id="fig-received" data-value="{totals["received"]}"' in page
     # nothing to fetch (URLs in reply texts are text; test_report_browser watches the network)
     assert not re.search(r"""(?:href|src)\s*=\s*["']?(?!["'#])|url\(|@import""", page)
-    # from the file directly: the same text (but for the source line)
+    # from the file directly: the same text (but for the source line, and the allowlist
+    # section, computed from the file's own lines only: test_report_suggest.py checks it)
     res2 = runner.invoke(cli, ["report", log, "--date", "2026-11-09", "--host", "mx.example.org"],
                          catch_exceptions=False)  # fmt: skip
     assert res2.exit_code == 0
-    strip = lambda s: re.sub(r"^From .*\n", "", s, flags=re.M)  # noqa: E731
+    assert "Allowlist suggestions from the given log files up to the end of 2026-11-09: " in " ".join(res2.output.split())
+    allowlist = r"^Allowlist suggestions\n-+\n.*?\n(?=\S[^\n]*\n-+\n)"
+    strip = lambda s: re.sub(allowlist, "", re.sub(r"^From .*\n", "", s, flags=re.M), flags=re.M | re.S)  # noqa: E731
+    assert "Allowlist suggestions" not in strip(body) and "Allowlist suggestions" not in strip(res2.output)
     assert strip(res2.output) == strip(body)
     # a range is refused with the flag to fix; a missing store names --db
     bad = runner.invoke(cli, ["report", "--db", str(db), "--date", "2026-11-09..2026-11-10"])

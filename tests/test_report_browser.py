@@ -258,13 +258,14 @@ def test_sample_report_in_chromium(browser: CDP, tmp_path: Path) -> None:
     path.write_text(render.render_html(data), encoding="utf-8")
     info = check_page(Page(browser), path, "sample")
     assert info["sections"] == ["summary", "traffic", "rejects", "spf", "rejected", "deliveries", "failures",
-                                "sasl", "bans", "problems"]  # fmt: skip
+                                "sasl", "bans", "suggestions", "problems"]  # fmt: skip
     for fig in data.headline:
         assert info["figures"][fig.key] == [str(fig.value), str(fig.value)]
     rows = json.loads(info["svg_rows"])
     assert rows == [[s, sum(h.value(s) for h in data.hourly), sum(1 for h in data.hourly if h.value(s))]
                     for s in ("received", "delivered", "rejected", "deferred", "bounced")]  # fmt: skip
     assert EVIL_HELO in info["text"]  # shown as text, not run
+    assert EVIL_HELO in info["text"].split("Allowlist suggestions", 1)[1]  # in the suggestions' evidence too
     assert info["phone_overflow"] <= 0
     assert _luma(info["light_bg"]) > 200 and _luma(info["dark_bg"]) < 60 and _luma(info["print_bg"]) > 200
 

@@ -36,18 +36,26 @@ def _day(spec: str | None, default: str | None) -> date | None:
 @click.option("--mail", "mail_flag", is_flag=True, help="Mail the report to [report] mail_to.")
 @click.option("--postfix-config", type=click.Path(file_okay=False),
               help="Directory with main.cf, to list RBL zones that never hit (default: [postfix] config_dir).")
+@click.option("--access-client", "access_client", type=click.Path(dir_okay=False), metavar="FILE",
+              help="check_client_access table source, for the allowlist section (default: [suggest] access_client).")
+@click.option("--access-sender", "access_sender", type=click.Path(dir_okay=False), metavar="FILE",
+              help="check_sender_access table source, for the allowlist section (default: [suggest] access_sender).")
 @click.option("--host", help="Server name for the title and subject (default: [report] host, else this host).")
 @click.option("--top", type=click.IntRange(1, 10000), help="Rows per table (default: [report] top, 10).")
 @click.pass_context
 @handle_errors
 def report(ctx: click.Context, files: tuple[str, ...], date_spec: str | None, db: str | None,
            html_path: str | None, text_path: str | None, mail_to: tuple[str, ...], mail_flag: bool,
-           postfix_config: str | None, host: str | None, top: int | None) -> None:  # fmt: skip
+           postfix_config: str | None, access_client: str | None, access_sender: str | None,
+           host: str | None, top: int | None) -> None:  # fmt: skip
     """Build one day's report from the store, or from FILEs, and write or mail it.
 
     \b
     maillens report --date yesterday --html /var/www/mail.html --mail-to postmaster@example.org
     maillens report /var/log/mail.log.1           # text on stdout, from the file
+
+    The "Allowlist suggestions" section is `maillens suggest` over the FILEs, or over the store
+    when the access tables are given, up to the end of the day.
     """
     from maillens import reporting
 
@@ -61,6 +69,7 @@ def report(ctx: click.Context, files: tuple[str, ...], date_spec: str | None, db
     result = reporting.run_report(
         settings, section, day=day, files=list(files), db=db, html_path=html_path, text_path=text_path,
         mail_to=list(mail_to), mail_default=mail_flag, postfix_config=postfix_config,
+        access_client=access_client, access_sender=access_sender,
     )  # fmt: skip
     if result.stdout_text is not None:
         click.echo(result.stdout_text, nl=False)
