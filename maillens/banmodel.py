@@ -35,6 +35,7 @@ Example::
 
 from __future__ import annotations
 
+import heapq
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
@@ -277,6 +278,8 @@ class JailState:
         self.fail_total = 0
         self.ban_total = 0
         self.on_ban: Callable[[BanRecord], None] | None = None
+        self._ends: list[tuple[float, int, str]] = []  # (end of ban, seq, address), a heap
+        self._seq = 0
 
     # -- FailManager ---------------------------------------------------------
     def add_failure(self, tick: Ticket, count: float = 1, observed: bool = False) -> float:
@@ -416,6 +419,7 @@ class JailState:
         self.ban_list[ticket.ip] = ticket
         self.ban_total += 1
         ticket.ban_count += 1
+        self._push_end(ticket)
         if self.next_unban > eob:
             self.next_unban = eob
         return True
@@ -434,19 +438,33 @@ class JailState:
         return banned
 
     def check_unban(self, now: float) -> list[Ticket]:
+        """Lift every ban with ``now`` past its end (BanManager.unBanList).
+
+        fail2ban rescans its whole ban list whenever the earliest end is
+        reached; a heap of ends gives the same set without the rescans
+        (an end that moved, by a prolonged ban, is pushed again).
+        """
         if self.next_unban > now:
             return []
         gone: list[Ticket] = []
-        nxt = float(MAX_TIME)
-        for ip, t in list(self.ban_list.items()):
+        heap = self._ends
+        while heap and heap[0][0] < now:
+            _eob, _seq, ip = heapq.heappop(heap)
+            t = self.ban_list.get(ip)
+            if t is None:
+                continue
             eob = t.end_of_ban(self.p.bantime)
             if now > eob:
                 gone.append(t)
                 del self.ban_list[ip]
-            elif nxt > eob:
-                nxt = eob
-        self.next_unban = nxt
+            else:
+                self._push_end(t)
+        self.next_unban = heap[0][0] if heap else float(MAX_TIME)
         return gone
+
+    def _push_end(self, ticket: Ticket) -> None:
+        self._seq += 1
+        heapq.heappush(self._ends, (ticket.end_of_ban(self.p.bantime), self._seq, ticket.ip))
 
     def record(self, ticket: Ticket) -> BanRecord:
         return BanRecord(
@@ -490,5 +508,7 @@ class JailState:
         self.next_svc = data.get("next_svc", self.next_svc)
         self.fail_total = int(data.get("fail_total", 0))
         self.ban_total = int(data.get("ban_total", 0))
-        ends = [t.end_of_ban(self.p.bantime) for t in self.ban_list.values()]
-        self.next_unban = min(ends) if ends else float(MAX_TIME)
+        self._ends = []
+        for t in self.ban_list.values():
+            self._push_end(t)
+        self.next_unban = self._ends[0][0] if self._ends else float(MAX_TIME)

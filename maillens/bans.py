@@ -207,13 +207,15 @@ class BanEngine:
                     self._shadow(jail, t, ip, raw, reason)
                     ip = None
             state = jail.state
-            state.check_unban(t)
+            if state.next_unban <= t:  # (check_unban's own first test, inlined: this runs per line)
+                state.check_unban(t)
             if ip is not None:
                 state.add_line_failure(t, ip, raw)
             if svc:
                 state.perform_svc(t)
                 jail.shadow.perform_svc(t)
-            state.check_ban(t)
+            if state.queue:
+                state.check_ban(t)
 
     def _shadow(self, jail: _Jail, t: float, ip: str, raw: str, reason: str) -> None:
         for ticket in jail.shadow.process(t, ip, raw):

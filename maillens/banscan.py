@@ -173,22 +173,35 @@ def scan_block(args: tuple[bytes, int, datetime | None]) -> tuple[int, list[Pick
         if not picks_at or picks_at[-1] != idx:
             picks_at.append(idx)
     svc = range((-(base + 1)) % SVC_LINES, len(lines), SVC_LINES)
+    wanted = set(picks_at)
     out: list[Pick] = []
     last_t: float | None = None
-    for i in sorted(set(picks_at).union(svc)):
+    for i in sorted(wanted.union(svc)):
         raw = lines[i]
-        ev = clf.classify(raw)
-        t = event_time(ev)
+        if i in wanted:
+            ev = clf.classify(raw)
+            t = event_time(ev)
+            hits = tuple(finder.find(ev))
+        else:  # a service-clock line: only its time is needed
+            t = _line_time(raw, clf)
+            hits = ()
         last_t = t if t is not None else last_t
-        hits = tuple(finder.find(ev))
         if hits:
             out.append((i, t, hits, ev.data.get("client_name"), raw[:MAX_EVIDENCE]))
         else:
             out.append((i, t, (), None, None))
     if not out or out[-1][0] != len(lines) - 1:
-        t = event_time(clf.classify(lines[-1]))
+        t = _line_time(lines[-1], clf)
         last_t = t if t is not None else last_t
     return len(lines), out, last_t
+
+
+def _line_time(raw: str, clf: Any) -> float | None:
+    """A line's time without classifying it (the classifier's own envelope reader and year state)."""
+    from maillens.envelope import parse_envelope
+
+    env = parse_envelope(raw, clf.years)
+    return float(math.floor(env.ts.timestamp())) if env is not None and env.ts is not None else None
 
 
 def scan_paths(
@@ -202,10 +215,10 @@ def scan_paths(
     modification times for year inference.
     """
     from maillens.fastscan import iter_blocks
-    from maillens.sources import BLOCK, expand_paths
+    from maillens.sources import MAX_LINE, expand_paths
 
     items = expand_paths(paths)
-    size = block_size or BLOCK  # not above MAX_LINE: iter_blocks then skips its long-line check
+    size = block_size or MAX_LINE - (64 << 10)  # below MAX_LINE: iter_blocks can skip its long-line check
     if workers is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         total = sum(_size(item.path) for item in items)
