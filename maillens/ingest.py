@@ -158,7 +158,10 @@ def resolve(path: str, state: dict[str, Any] | None, attempts: int = 5) -> list[
     """
     start_live = [Segment(path, 0, True)] if os.path.exists(path) else []
     if state is None:  # first run: the whole rotated set, oldest first (history for past-day reports)
-        return [Segment(c, 0, c == path) for c in reversed(_dedupe(rotated_set(path)))]
+        try:
+            return [Segment(c, 0, c == path) for c in reversed(_dedupe(rotated_set(path)))]
+        except OSError:  # a file vanished while logrotate ran: the live file alone
+            return start_live
     if not int(state.get("offset") or 0) or not state.get("head_len"):
         return start_live
     offset, head, head_len = int(state["offset"]), state["head"], int(state["head_len"])
@@ -233,10 +236,13 @@ class Ingester:
         self.store = store
         self.batch_lines = batch_lines
         self.block = max(1 << 14, min(BLOCK, batch_lines * 160))
+        self._start_source: Callable[[Any], None] | None = None
         if classify is None:
             from maillens.classify import Classifier
 
-            classify = Classifier().classify
+            clf = Classifier()
+            classify = clf.classify
+            self._start_source = clf.start_source
         self.classify = classify
         self.counter = Counter()
         self.tracker = Tracker(on_evict=self.counter.forget, **({"max_age": max_age} if max_age else {}))
@@ -298,6 +304,11 @@ class Ingester:
         if head is not None and (len(known) < head[1] or hashlib.sha1(known[: head[1]]).hexdigest() != head[0]):
             fh.close()
             return False, True  # not the file resolve matched any more
+        if self._start_source is not None:  # traditional time stamps get their year from the file's time
+            from datetime import datetime
+
+            self._start_source(datetime.fromtimestamp(os.fstat(fd).st_mtime if plain else os.stat(seg.path).st_mtime)
+                               .astimezone())
         pos, lineno = seg.offset, lines_done
         rpos = seg.offset
         pend: list[str] = []
