@@ -1,8 +1,9 @@
 """Shared benchmark helpers: run a command, time it, sample its process tree's memory.
 
-Peak RSS is the largest sum of resident memory over the command and all its
-children (workers included), sampled every 20 ms from /proc -- what the
-machine actually had to give, not one process's share.
+Peak memory is the largest sum over the command and all its children (workers
+included), sampled every 20 ms from /proc.  The sum is of PSS (proportional set
+size: a page shared by n processes counts 1/n in each), so forked workers'
+shared pages are not counted twice -- what the machine actually had to give.
 """
 
 from __future__ import annotations
@@ -39,13 +40,15 @@ def _children(pid: int) -> list[int]:
 
 
 def _rss_kb(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
+    """PSS of one process in KiB (RSS where the kernel has no smaps_rollup)."""
+    for path, key in ((f"/proc/{pid}/smaps_rollup", "Pss:"), (f"/proc/{pid}/status", "VmRSS:")):
+        try:
+            with open(path) as fh:
+                for line in fh:
+                    if line.startswith(key):
+                        return int(line.split()[1])
+        except OSError:
+            continue
     return 0
 
 

@@ -232,7 +232,7 @@ def _worker_scanner() -> FastScanner:
     return _SCANNER
 
 
-def iter_blocks(path: str, block_size: int = BLOCK * 8) -> Iterator[tuple[bytes, int]]:
+def iter_blocks(path: str, block_size: int = BLOCK * 2) -> Iterator[tuple[bytes, int]]:
     """Whole-line byte blocks of one input and the number of their first line.
 
     Built on ``sources.iter_raw_lines`` semantics: a line longer than
