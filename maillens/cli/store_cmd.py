@@ -50,10 +50,14 @@ def ingest(ctx: click.Context, files: tuple[str, ...], db: str | None, wait: flo
     from maillens.ingest import ingest as run_ingest
 
     paths = list(files) or [DEFAULT_LOG]
+    max_age = load_settings(ctx).get("store", "incomplete_after")
+    if max_age is not None and (not isinstance(max_age, (int, float)) or isinstance(max_age, bool) or max_age <= 0):
+        raise UsageError("[store] incomplete_after must be a positive number of seconds (default 518400, 6 days)")
     for p in paths:
         if not Path(p).exists() and not list(Path(p).parent.glob(Path(p).name + ".*")):
             raise UsageError(f"{p} does not exist; give the mail log to read (ingest does not read the journal yet)")
-    stats = run_ingest(paths, _db(ctx, db), wait=wait, batch_lines=batch_lines)
+    stats = run_ingest(paths, _db(ctx, db), wait=wait, batch_lines=batch_lines,
+                       max_age=float(max_age) if max_age is not None else None)
     click.echo(
         f"ingested {stats.lines} lines from {stats.files} file(s): {stats.messages} messages closed, "
         f"{stats.events} events stored",
