@@ -157,3 +157,27 @@ def test_bad_date_is_a_usage_error(tmp_path: Path) -> None:
                            str(tmp_path / "x")], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "--date" in proc.stderr
+
+
+def test_maillens_sections_equal_corpus_truth() -> None:
+    """Rejects by restriction and RBL zone, SASL failures per client: summary.json's counts."""
+    directory = corpus_dir("real-postfix-dev")
+    truth = json.loads((directory / "summary.json").read_text())["log"]
+    data = json.loads(run_maillens("summary", "--json", str(directory / "maillog")))
+    want: dict[str, int] = {}
+    for key, n in truth["reject_lines_by_stage_and_restriction"].items():
+        name = key.split(" ")[2].split(":")[0]
+        name = "reject" if name == "permit_sasl_authenticated,reject" else name
+        want[name] = want.get(name, 0) + n
+    got: dict[str, int] = {}
+    for row in data["rejects_by_restriction"]:
+        got[row["restriction"]] = got.get(row["restriction"], 0) + row["count"]
+    assert got == want
+    assert data["rbl_zones"] == truth["rbl_reject_lines_by_zone"]
+    sasl: dict[str, int] = {}
+    for row in data["sasl_failures"]:
+        sasl[row["client_ip"]] = sasl.get(row["client_ip"], 0) + row["count"]
+    assert sasl == truth["sasl_failures_per_ip"]
+    assert data["grand_totals"]["expired"] == truth["delivery_status_lines"]["qmgr expired"]
+    assert data["connections"] == truth["other"]["smtpd connections"]
+    assert data["bounce_notices"] == truth["other"]["bounce: sender non-delivery notification"]
