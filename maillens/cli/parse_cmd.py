@@ -12,7 +12,7 @@ import click
 
 from maillens.cli.main import handle_errors, load_settings
 from maillens.errors import UsageError
-from maillens.textsafe import neutralise
+from maillens.textsafe import json_safe, neutralise
 
 DEFAULT_LOG = "/var/log/mail.log"
 
@@ -183,8 +183,8 @@ def match(filter_spec: str, files: tuple[str, ...], as_json: bool) -> None:
             obj: dict[str, Any] = {"source": line.source, "lineno": line.lineno, "host": m.host}
             for key, value in m.captures.items():
                 obj.setdefault(key.lower(), value)
-            write(json.dumps(obj, ensure_ascii=False) + "\n")
+            write(json_safe(json.dumps(obj, ensure_ascii=False)) + "\n")
         else:
-            write(f"{line.source}:{line.lineno}\t{m.host}\t{line.text}\n")
+            write(f"{neutralise(line.source)}:{line.lineno}\t{neutralise(m.host)}\t{neutralise(line.text)}\n")
     if not as_json:
         click.echo(f"{matched} lines matched {flt.spec}", err=True)
