@@ -50,7 +50,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from datetime import datetime, tzinfo
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Mapping
 
 from maillens.banconfig import Aggregate, BanSettings, JailConfig
 from maillens.banmodel import SVC_LINES, BanHistory, Increment, JailState
@@ -306,11 +306,3 @@ def aggregate(entries: list[BanEntry], agg: Aggregate, never: NeverBan) -> list[
     out.extend(e for e in entries if id(e) not in replaced)
     out.sort(key=lambda e: (e.first, e.address, e.jail))
     return out
-
-
-def ban_records(engine: BanEngine) -> Iterator[tuple[str, str, float, float | None]]:
-    """``(jail, ip, time, until)`` of every ban in force in ``engine`` (for tests and --list)."""
-    for j in engine.jails:
-        for t in j.state.ban_list.values():
-            eob = t.end_of_ban(j.cfg.params.bantime)
-            yield j.cfg.name, t.ip, t.time, None if t.get_ban_time(j.cfg.params.bantime) == -1 else eob

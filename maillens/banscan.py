@@ -56,8 +56,11 @@ def normalize_ip(text: str | None) -> str | None:
         addr = ipaddress.ip_address(text.strip("[]"))
     except ValueError:
         return None
-    if addr.version == 6 and addr.ipv4_mapped is not None:
-        return str(addr.ipv4_mapped)
+    if addr.version == 6:
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        if addr.scope_id:  # fe80::1%eth0: no firewall set takes a zone
+            return None
     return str(addr)
 
 

@@ -518,3 +518,51 @@ def test_blocks_date_lines_like_reading_straight_through(dev_corpus: Path, tmp_p
     assert runs[0] == runs[1] == runs[2]
     years = {datetime.fromtimestamp(t["time"]).year for j in runs[0][0].values() for t in j["ban_list"]}
     assert len(years) == 2  # bans on both sides of New Year
+
+
+def test_client_access_tables_hash_and_cidr(tmp_path: Path) -> None:
+    """OK entries of check_client_access tables, looked up as smtpd does, protect addresses and names;
+    a prefix covering one of them is never listed."""
+    conf = tmp_path / "postfix"
+    conf.mkdir()
+    (conf / "main.cf").write_text(
+        "mynetworks = 10.9.0.0/16 [2001:db8:9::]/48\n"
+        "smtpd_client_restrictions = permit_mynetworks,\n"
+        f"    check_client_access cidr:{conf}/clients.cidr,\n    check_client_access hash:{conf}/access.client\n"
+    )
+    (conf / "master.cf").write_text("smtp      inet  n       -       n       -       -       smtpd\n")
+    (conf / "clients.cidr").write_text("203.0.113.7 REJECT no\n203.0.113.0/24 OK\n2001:db8:5::/64 OK\n")
+    # Postfix's default parent_domain_matches_subdomains: "partner.example" covers its subdomains
+    (conf / "access.client").write_text("partner.example OK\n198.51.100 OK\nbad.partner.example REJECT\n")
+    cfg = BanSettings.from_section({"loopback": []})
+    nb = NeverBan.from_settings(cfg, load_postfix_config(conf), own=[])
+    assert nb.reason("203.0.113.7") is None  # the first cidr match decides: REJECT
+    assert nb.reason("203.0.113.8") == f"allowed by {conf}/clients.cidr line 2 (203.0.113.0/24 OK)"
+    assert nb.reason("2001:db8:5::1").startswith(f"allowed by {conf}/clients.cidr line 3")
+    assert nb.reason("198.51.100.20") == f"allowed by {conf}/access.client line 2 (198.51.100 OK)"
+    assert nb.reason("192.0.2.1", "mx1.partner.example") == f"allowed by {conf}/access.client line 1 (partner.example OK)"
+    assert nb.reason("192.0.2.1", "bad.partner.example") is None  # its own REJECT entry is found first
+    assert nb.reason("192.0.2.1", "unknown") is None
+    assert nb.reason("10.9.3.4").startswith("mynetworks 10.9.0.0/16")
+    assert nb.reason("2001:db8:9:1::1").startswith("mynetworks 2001:db8:9::/48")
+    assert nb.overlap("198.51.100.0/24") == f"{conf}/access.client line 2 allows 198.51.100"
+    assert nb.overlap("10.9.200.0/24").startswith("mynetworks")
+    assert nb.overlap("192.0.2.0/24") is None
+
+
+def test_hostile_lines_never_crash(tmp_path: Path) -> None:
+    engine = _engine({"loopback": [], "jails": {"sasl": {"maxretry": 1}}}, None)
+    lines = [
+        SASL_LINE.format(s=1, ip="999.1.2.3"),  # not an address: no evidence
+        SASL_LINE.format(s=2, ip="fe80::1%eth0"),
+        SASL_LINE.format(s=3, ip="::ffff:192.0.2.9"),  # IPv4-mapped: banned as IPv4
+        "\x00\x00" + SASL_LINE.format(s=4, ip="192.0.2.10"),
+        "Nov  9 08:41:05 mx postfix/smtpd[1]: NOQUEUE: reject: " + "x" * 200_000,
+        "garbage without any time stamp reject: authentication failed",
+        SASL_LINE.format(s=6, ip="2001:DB8::A"),  # upper case: one canonical form
+        "",
+    ]
+    path = tmp_path / "hostile.log"
+    path.write_bytes("\n".join(lines).encode() + b"\xff\xfe broken utf-8 reject:\n")
+    engine.feed_paths([str(path)])
+    assert {e.address for e in engine.entries()} == {"192.0.2.9", "192.0.2.10", "2001:db8::a"}
