@@ -62,9 +62,13 @@ IPSET_MAX_TIMEOUT = 2147483
 MAIL_PORTS = (25, 465, 587)
 
 #: The rule that makes the nft sets do something; add it once (e.g. in
-#: /etc/nftables.conf).  ``drop`` can be ``reject with tcp reset``.
+#: /etc/nftables.conf, which may flush the ruleset: so the sets are declared
+#: here too, empty until the next ``maillens bans``).  ``drop`` can be
+#: ``reject with tcp reset``.
 NFT_RULE_SNIPPET = f"""\
 table inet {NFT_TABLE} {{
+    set {NFT_SET4} {{ type ipv4_addr; flags interval, timeout; }}
+    set {NFT_SET6} {{ type ipv6_addr; flags interval, timeout; }}
     chain input {{
         type filter hook input priority filter - 5; policy accept;
         tcp dport {{ {", ".join(map(str, MAIL_PORTS))} }} ip saddr @{NFT_SET4} drop

@@ -171,7 +171,7 @@ def test_nft_loads_and_replaces_in_namespace(tmp_path: Path) -> None:
     write_atomic(second, render("nft", later, NOW))
     rules.write_text(NFT_RULE_SNIPPET)
     out = in_netns(
-        f"{nft} -f {first}; {nft} -f {rules}; {nft} -j list set inet maillens blocked4; echo ===; "
+        f"{nft} -f {rules}; {nft} -f {first}; {nft} -f {rules}; {nft} -j list set inet maillens blocked4; echo ===; "
         f"{nft} -j list set inet maillens blocked6; echo ===; {nft} -f {second}; "
         f"{nft} -j list set inet maillens blocked4; echo ===; {nft} -j list set inet maillens blocked6; echo ===; "
         f"{nft} -j list chain inet maillens input"

@@ -57,7 +57,8 @@ def render_list(entries: list[Any], refused: list[Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-@click.command(epilog="The nft sets need a rule that uses them, once:\n\n" + NFT_RULE_SNIPPET)
+@click.command(epilog="The nft sets need a rule that uses them, once (e.g. in /etc/nftables.conf):\n\n\b\n"
+               + NFT_RULE_SNIPPET)
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="plain", show_default=True,
               help="Block list format.")
