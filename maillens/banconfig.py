@@ -263,7 +263,13 @@ class BanSettings:
         )
 
 
+_BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+
+
 def _bool(value: Any, where: str) -> bool:
+    """true/false, or the same as a string (MAILLENS_BANS_* environment overrides are strings)."""
+    if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
+        return _BOOL_WORDS[value.strip().lower()]
     if not isinstance(value, bool):
         raise ConfigError(f"{where} must be true or false, not {value!r}")
     return value

@@ -566,3 +566,28 @@ def test_hostile_lines_never_crash(tmp_path: Path) -> None:
     path.write_bytes("\n".join(lines).encode() + b"\xff\xfe broken utf-8 reject:\n")
     engine.feed_paths([str(path)])
     assert {e.address for e in engine.entries()} == {"192.0.2.9", "192.0.2.10", "2001:db8::a"}
+
+
+def test_cli_from_store_keeps_state_between_runs(dev_corpus: Path, tmp_path: Path) -> None:
+    from maillens.ingest import ingest
+    from maillens.store import Store
+
+    db = tmp_path / "store.db"
+    ingest([str(dev_corpus / "maillog")], db)
+    cfg = str(_config(tmp_path, dev_corpus))
+    at = "2026-11-10T07:27:00+00:00"  # the corpus's end: wall-clock now would find every ban over
+    first = _cli("--config", cfg, "bans", "--db", str(db), "--format", "json", "--at", at)
+    assert first.exit_code == 0, first.stderr
+    with Store.open(db) as store:
+        logged = store.connection.execute("SELECT count(*) FROM bans_log").fetchone()[0]
+        judged = int(store.connection.execute("SELECT value FROM bans_meta WHERE key = 'last_event_id'").fetchone()[0])
+        stored = store.connection.execute("SELECT max(id) FROM events").fetchone()[0]
+    assert logged > 50 and judged == stored  # every stored event judged once
+    again = _cli("--config", cfg, "bans", "--db", str(db), "--format", "json", "--at", at)
+    assert again.stdout == first.stdout  # nothing new: the same list, from the kept state
+    with Store.open(db) as store:
+        assert store.connection.execute("SELECT count(*) FROM bans_log").fetchone()[0] == logged
+    data = json.loads(first.stdout)
+    truth = {json.loads(line)["client_ip"]: json.loads(line)["scenario"]
+             for line in (dev_corpus / "truth.jsonl").read_text().splitlines()}  # fmt: skip
+    assert data and all(d["address"] in truth for d in data)
