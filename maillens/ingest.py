@@ -48,6 +48,7 @@ import os
 import re
 import struct
 import time
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,27 +96,42 @@ class Segment:
     path: str
     offset: int
     live: bool
+    fh: Any = None  # opened when the rotated set was taken, so later renames cannot swap it
 
 
-def _head(path: str, length: int) -> str | None:
+@dataclass
+class _Opened:
+    name: str
+    fh: Any
+    fd: int
+    gz: bool
+    size: int  # uncompressed (gzip's ISIZE trailer: fine below 4 GiB)
+
+
+def _open(name: str) -> _Opened:
+    raw = open(name, "rb")
+    fd = raw.fileno()
+    st = os.fstat(fd)
+    if not name.endswith(".gz"):
+        return _Opened(name, raw, fd, False, st.st_size)
+    isize = int(struct.unpack("<I", os.pread(fd, 4, st.st_size - 4))[0]) if st.st_size >= 4 else 0
+    return _Opened(name, gzip.GzipFile(fileobj=raw, mode="rb"), fd, True, isize)
+
+
+def head_bytes(fd: int, gz: bool, length: int) -> bytes:
+    """The first ``length`` bytes of a file's content, without moving its handle."""
+    if not gz:
+        return os.pread(fd, length, 0)
+    raw = os.pread(fd, max(65536, length * 4), 0)
     try:
-        opener = gzip.open if path.endswith(".gz") else open
-        with opener(path, "rb") as fh:
-            data = fh.read(length)
-    except (OSError, EOFError, gzip.BadGzipFile):
-        return None
-    if len(data) < length:
-        return None
-    return hashlib.sha1(data).hexdigest()
+        return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(raw, length)
+    except zlib.error:
+        return b""
 
 
-def _size(path: str) -> int:
-    """Uncompressed size (gzip's ISIZE trailer for .gz: fine below 4 GiB)."""
-    if path.endswith(".gz"):
-        with open(path, "rb") as fh:
-            fh.seek(-4, os.SEEK_END)
-            return int(struct.unpack("<I", fh.read(4))[0])
-    return os.stat(path).st_size
+def _sig(f: _Opened, length: int) -> str | None:
+    data = head_bytes(f.fd, f.gz, length)
+    return hashlib.sha1(data).hexdigest() if len(data) == length else None
 
 
 def rotated_set(path: str) -> list[str]:
@@ -135,54 +151,73 @@ def rotated_set(path: str) -> list[str]:
     return out
 
 
-def _dedupe(files: list[str]) -> list[str]:
-    """One name per content: mid-rotation ``mail.log.2`` and a half-written ``mail.log.2.gz``
-    hold the same lines; keep the first (uncompressed sorts first)."""
-    seen: set[str] = set()
-    out = []
+def _close(files: list[_Opened]) -> None:
     for f in files:
-        sig = _head(f, HEAD_LEN) if f.endswith(".gz") or os.path.getsize(f) >= HEAD_LEN else None
-        if sig is not None and sig in seen:
-            continue
-        if sig is not None:
-            seen.add(sig)
-        out.append(f)
-    return out
+        f.fh.close()
 
 
-def resolve(path: str, state: dict[str, Any] | None, attempts: int = 5) -> list[Segment]:
+def snapshot(path: str, attempts: int = 8) -> list[_Opened]:
+    """The rotated set opened at one consistent moment, newest first, one handle per content.
+
+    Listing and opening race with logrotate's renames, so the names are listed
+    again after opening: if any name now leads to another file, try again.  A
+    half-written ``.gz`` (logrotate compressing ``.2`` while ``.2`` still
+    exists) has the same first bytes as its source and is dropped.
+    """
+    for attempt in range(attempts):
+        names = rotated_set(path)
+        opened: list[_Opened] = []
+        try:
+            for name in names:
+                opened.append(_open(name))
+            stable = rotated_set(path) == names and all(
+                os.stat(f.name).st_ino == os.fstat(f.fd).st_ino for f in opened
+            )
+        except (FileNotFoundError, struct.error, OSError):
+            stable = False
+        if stable:
+            out: list[_Opened] = []
+            seen: set[str] = set()
+            for f in opened:
+                sig = _sig(f, HEAD_LEN)
+                if sig is not None and sig in seen:
+                    f.fh.close()
+                    continue
+                if sig is not None:
+                    seen.add(sig)
+                out.append(f)
+            return out
+        _close(opened)
+        time.sleep(0.05 * (attempt + 1))
+    raise InputError(f"{path} keeps changing while its rotated set is read (logrotate running?); run again")
+
+
+def resolve(path: str, state: dict[str, Any] | None) -> list[Segment]:
     """Where to read from: the file we were in (found by signature), then every newer one.
 
-    Listing a directory while logrotate renames is not atomic, so a file that
-    is missing is looked for again a few times before giving up on it.
+    The segments carry open handles: what they read cannot be swapped by a
+    rotation that happens afterwards.
     """
-    start_live = [Segment(path, 0, True)] if os.path.exists(path) else []
+    files = snapshot(path)
+    chosen: list[Segment] = []
     if state is None:  # first run: the whole rotated set, oldest first (history for past-day reports)
-        try:
-            return [Segment(c, 0, c == path) for c in reversed(_dedupe(rotated_set(path)))]
-        except OSError:  # a file vanished while logrotate ran: the live file alone
-            return start_live
-    if not int(state.get("offset") or 0) or not state.get("head_len"):
-        return start_live
-    offset, head, head_len = int(state["offset"]), state["head"], int(state["head_len"])
-    for attempt in range(attempts):
-        try:
-            files = _dedupe(rotated_set(path))
-        except OSError:
-            files = []
-        for i, cand in enumerate(files):
-            try:
-                if _size(cand) < offset or _head(cand, head_len) != head:
-                    continue
-            except (OSError, EOFError, struct.error):
-                continue
-            segs = [Segment(cand, offset, cand == path)]
-            segs += [Segment(c, 0, c == path) for c in reversed(files[:i])]
-            return segs
-        time.sleep(0.2 * (attempt + 1))
-    log.warning("%s: the file last read (offset %d) is not in its rotated set any more; reading %s from the start",
-                path, offset, path)
-    return start_live
+        chosen = [Segment(f.name, 0, f.name == path, f.fh) for f in reversed(files)]
+    elif not int(state.get("offset") or 0) or not state.get("head_len"):
+        chosen = [Segment(f.name, 0, True, f.fh) for f in files if f.name == path]
+    else:
+        offset, head, head_len = int(state["offset"]), state["head"], int(state["head_len"])
+        for i, f in enumerate(files):
+            if f.size >= offset and _sig(f, head_len) == head:
+                chosen = [Segment(f.name, offset, f.name == path, f.fh)]
+                chosen += [Segment(g.name, 0, g.name == path, g.fh) for g in reversed(files[:i])]
+                break
+        else:
+            log.warning("%s: the file last read (offset %d) is not in its rotated set any more; "
+                        "reading %s from the start", path, offset, path)
+            chosen = [Segment(f.name, 0, True, f.fh) for f in files if f.name == path]
+    keep = {id(s.fh) for s in chosen}
+    _close([f for f in files if id(f.fh) not in keep])
+    return chosen
 
 
 @contextmanager
@@ -263,52 +298,45 @@ class Ingester:
         for _ in range(6):  # a rotation during the read → resolve again from what was committed
             state = self.store.source_state(path)
             segs = resolve(path, state)
-            log.debug("resolve %s from %s: %s", path, state, segs)
-            progressed = False
-            moved = False
-            for i, seg in enumerate(segs):
-                lines_before = int(state["lines"]) if state and i == 0 else 0
-                head = (state["head"], int(state["head_len"])) if state and i == 0 and seg.offset else None
-                did, moved = self._read_segment(path, seg, lines_before, head)
-                log.debug("read %s: committed=%s moved=%s", seg, did, moved)
-                progressed |= did
-                if moved:
-                    break
+            log.debug("resolve %s from %s: %s", path, state, [(s.path, s.offset) for s in segs])
+            progressed = moved = False
+            try:
+                for i, seg in enumerate(segs):
+                    lines_before = int(state["lines"]) if state and i == 0 else 0
+                    did, moved = self._read_segment(path, seg, lines_before)
+                    log.debug("read %s@%d: committed=%s moved=%s", seg.path, seg.offset, did, moved)
+                    progressed |= did
+                    if moved:
+                        break
+            finally:
+                for seg in segs:
+                    seg.fh.close()
             if not progressed and not moved:
                 return
 
-    def _read_segment(self, name: str, seg: Segment, lines_done: int,
-                      head: tuple[str, int] | None) -> tuple[bool, bool]:
+    def _read_segment(self, name: str, seg: Segment, lines_done: int) -> tuple[bool, bool]:
         """Read one file from ``seg.offset`` to its end, committing every batch.
 
-        Returns (committed anything, the file moved under us → resolve again).
-        ``known`` holds the file's first bytes as verified: read at open (and
-        checked against the committed signature) or taken from the blocks read;
-        after every block the file's head must still equal it, else it was
-        truncated (copytruncate) and the block is dropped.
+        Returns (committed anything, the file changed under us → resolve again).
+        ``known`` holds the file's first bytes as verified (at resolve time, or
+        taken from the blocks read); after every block of the live file its
+        head must still equal them, else it was truncated (copytruncate) and
+        the block is dropped.
         """
         tail = StoreTail(name, seg.offset, None if seg.live else seg.path)
-        try:
-            fh = tail._filehandle()
-        except FileNotFoundError:
-            return False, True  # rotated away between listing and opening
-        except OSError as exc:
-            raise InputError(f"cannot read {seg.path}: {exc.strerror}") from None
+        tail.fh = seg.fh  # pygtail reads the handle opened with the snapshot
+        fh = tail._filehandle()
         plain = not seg.path.endswith(".gz")
-        fd = fh.fileno() if plain else -1
-        if plain:
-            known = os.pread(fd, HEAD_LEN, 0)[: max(seg.offset, 0) if seg.offset < HEAD_LEN else HEAD_LEN]
-        else:
-            with gzip.open(seg.path, "rb") as g:
-                known = g.read(min(seg.offset, HEAD_LEN))
-        if head is not None and (len(known) < head[1] or hashlib.sha1(known[: head[1]]).hexdigest() != head[0]):
-            fh.close()
-            return False, True  # not the file resolve matched any more
+        fd = fh.fileno()
+        try:
+            fh.seek(seg.offset)
+        except (EOFError, OSError, gzip.BadGzipFile):
+            return False, True
+        known = head_bytes(fd, not plain, min(seg.offset, HEAD_LEN))
         if self._start_source is not None:  # traditional time stamps get their year from the file's time
             from datetime import datetime
 
-            self._start_source(datetime.fromtimestamp(os.fstat(fd).st_mtime if plain else os.stat(seg.path).st_mtime)
-                               .astimezone())
+            self._start_source(datetime.fromtimestamp(os.fstat(fd).st_mtime).astimezone())
         pos, lineno = seg.offset, lines_done
         rpos = seg.offset
         pend: list[str] = []
@@ -388,7 +416,7 @@ class Ingester:
         self.tracker.late_links = []
         head_len = min(HEAD_LEN, end, len(known))
         head = hashlib.sha1(known[:head_len]).hexdigest()
-        st = os.fstat(fd) if fd >= 0 else os.stat(seg.path)
+        st = os.fstat(fd)
         state = {"inode": st.st_ino, "dev": st.st_dev, "offset": end, "head": head, "head_len": head_len,
                  "lines": lineno}
         open_state = self.tracker.open_state()
