@@ -20,7 +20,10 @@ falls short, and what this module does instead:
    it resets to the live file and silently skips the rest.  → The whole rotated
    set is searched for the file we were reading, by a signature of its first
    bytes (which survives rename and compression), then every newer file is
-   read in order.
+   read in order.  The set is opened at one consistent moment (listed again
+   after opening, inode by inode) and read through those handles, so a
+   rotation during the run can neither swap a file under its name nor make
+   one be read twice (a half-written ``.gz`` beside its source is dropped).
 4. pygtail notices copytruncate only when the file is now *smaller* than the
    offset; truncated-and-regrown past it, it reads from the middle of new
    lines.  → The head signature catches that too; the copy is found by
@@ -29,6 +32,8 @@ falls short, and what this module does instead:
    ``full_lines``; and per-line ``readline``/``tell`` is slow.  → Blocks are
    read from pygtail's file handle; only newline-terminated lines are
    consumed from the live file (a rotated file's last line is taken whole).
+
+The first run on a store reads the whole rotated set, oldest first.
 
 What no reader can fix: lines written between logrotate's copy and its
 truncate (copytruncate's documented race) are in neither file.
