@@ -96,6 +96,21 @@ KIND_NEEDLES: dict[str, tuple[str, ...]] = {
     "postscreen": ("postscreen",),
 }
 
+#: Text a reject line must hold for the rules to name it with a restriction:
+#: Postfix's own reply texts, as ``parsers/postfix-reject.conf`` reads them
+#: (checked against the corpus by the tests).  A jail on one of these
+#: restrictions needs only such lines classified, not every reject.
+RESTRICTION_NEEDLES: dict[str, tuple[str, ...]] = {
+    "reject_rbl_client": ("Service unavailable; Client host [",),
+    "check_helo_access": ("Helo command rejected: ",),
+    "reject_unauth_destination": ("Relay access denied",),
+    "reject_unlisted_recipient": ("User unknown in ",),
+    "reject_unverified_recipient": ("undeliverable address", "unverified address"),
+}
+#: A condition ``helo_is_us = true`` picks lines by this marker, which the
+#: engine turns into ``helo=<NAME`` for each of the server's names (lower case).
+HELO_IS_US = "\x00helo_is_us"
+
 _JAIL_KEYS = {
     "enabled", "match", "ignore", "filter", "maxretry", "findtime", "bantime", "maxmatches", "increment",
     "bantime.increment", "bantime.factor", "bantime.multipliers", "bantime.maxtime", "bantime.overalljails",
@@ -206,8 +221,17 @@ class JailConfig:
         for cond in self.match:
             if cond.kind is None or any(k not in KIND_NEEDLES for k in cond.kind):
                 return None
-            for k in cond.kind:
-                out.extend(KIND_NEEDLES[k])
+            tests = dict(cond.tests)
+            restrictions = tests.get("restriction")
+            if tests.get("helo_is_us") is True:
+                out.append(HELO_IS_US)
+            elif (isinstance(restrictions, frozenset) and cond.kind <= {"reject", "reject_warning"}
+                  and all(r in RESTRICTION_NEEDLES for r in restrictions)):  # fmt: skip
+                for r in sorted(restrictions):
+                    out.extend(RESTRICTION_NEEDLES[r])
+            else:
+                for k in sorted(cond.kind):
+                    out.extend(KIND_NEEDLES[k])
         return tuple(dict.fromkeys(out))
 
 

@@ -135,6 +135,8 @@ class ScanSpec:
     finder: Finder
     needles: tuple[str, ...]
     tz: tzinfo | None
+    lower_needles: tuple[str, ...] = ()  # sought in the lower-cased block
+    lower_fallback: tuple[str, ...] = ()  # sought instead when the block is not ASCII
 
 
 _WORKER: dict[str, Any] = {}
@@ -160,12 +162,17 @@ def scan_block(args: tuple[bytes, int, datetime | None]) -> tuple[int, list[Pick
     lines = text.split("\n")
     # str.find per needle is far faster than a regex alternation over the block
     found: list[int] = []
-    find = text.find
-    for needle in spec.needles:
-        pos = find(needle)
-        while pos >= 0:
-            found.append(pos)
-            pos = find(needle, pos + 1)
+    searches = [(text, spec.needles)]
+    if spec.lower_needles:
+        # lower() keeps every position only for ASCII text
+        searches.append((text.lower(), spec.lower_needles) if text.isascii() else (text, spec.lower_fallback))
+    for haystack, needles in searches:
+        find = haystack.find
+        for needle in needles:
+            pos = find(needle)
+            while pos >= 0:
+                found.append(pos)
+                pos = find(needle, pos + 1)
     found.sort()
     picks_at: list[int] = []
     idx = prev = 0

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from conftest import corpus_dir, corpus_events
-from maillens.banconfig import KIND_NEEDLES, BanSettings
+from maillens.banconfig import KIND_NEEDLES, RESTRICTION_NEEDLES, BanSettings
 from maillens.banmodel import BanHistory, BanRecord, Increment, JailParams, JailState, parse_duration
 from maillens.bans import BanEngine
 from maillens.errors import ConfigError
@@ -334,13 +334,20 @@ def test_default_jails_on_corpus_truth(corpus: str, log: str) -> None:
 @pytest.mark.parametrize("corpus", ["real-postfix-dev", "real-postfix-suggest-dev"])
 def test_kind_needles_cover_every_event(corpus: str) -> None:
     """Lines skipped unclassified by the jails' prefilter can never be evidence."""
-    missing = [(ev.kind, ev.raw) for ev in corpus_events(corpus)
+    events = corpus_events(corpus)
+    missing = [(ev.kind, ev.raw) for ev in events
                if ev.kind in KIND_NEEDLES and not any(n in ev.raw for n in KIND_NEEDLES[ev.kind])]  # fmt: skip
+    assert missing == []
+    named = [ev for ev in events if ev.kind in ("reject", "reject_warning") and ev.restriction in RESTRICTION_NEEDLES]
+    assert len({ev.restriction for ev in named}) >= 4  # the corpus exercises them
+    missing = [(ev.restriction, ev.raw) for ev in named if not any(n in ev.raw for n in RESTRICTION_NEEDLES[ev.restriction])]
     assert missing == []
 
 
-def test_prefilter_changes_nothing(dev_corpus: Path) -> None:
+@pytest.mark.parametrize("corpus", ["real-postfix-dev", "real-postfix-suggest-dev"])
+def test_prefilter_changes_nothing(corpus: str) -> None:
     """Every line classified (no prefilter) gives the same bans as the prefiltered run."""
+    dev_corpus = corpus_dir(corpus)
     log = str(dev_corpus / "maillog")
     fast = _engine({"loopback": []}, dev_corpus / "config")
     fast.feed_paths([log])
