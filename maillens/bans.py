@@ -125,8 +125,7 @@ class BanEngine:
         self.helo_needles: tuple[str, ...] = ()
         if HELO_IS_US in needles:
             needles = [n for n in needles if n != HELO_IS_US]
-            names = sorted(never.our_names)
-            self.helo_needles = tuple(f"helo=<{pre}{n}" for n in names for pre in ("", "[", "[ipv6:"))
+            self.helo_needles = never.helo_needles()
             if not self.helo_needles:
                 needles.extend(KIND_NEEDLES["reject"])
         self.needles = tuple(dict.fromkeys(needles))

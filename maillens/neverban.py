@@ -105,7 +105,7 @@ class NeverBan:
         self.networks = list(networks)
         self.tables = list(tables)
         self.cidr_tables = list(cidr_tables)
-        self.our_names = {n.lower().rstrip(".") for n in our_names if n}
+        self.our_names = {n.lower().removesuffix(".") for n in our_names if n}
         self._cache: dict[tuple[str, str | None], str | None] = {}
 
     # -- building ------------------------------------------------------------
@@ -131,7 +131,7 @@ class NeverBan:
         tables: list[AccessTable] = []
         cidrs: list[_CidrTable] = []
         names: list[str] = ["localhost", "localhost.localdomain", socket.getfqdn()]
-        names += [f"[{a}]" for a in mine] + list(mine)
+        names += list(mine)
         if postfix_config is not None:
             if settings.mynetworks:
                 for net in postfix_config.mynetworks_networks():
@@ -199,13 +199,29 @@ class NeverBan:
         return None
 
     def is_us(self, helo: Any) -> bool:
-        """Whether a HELO/EHLO argument names this server (or a loopback name)."""
+        """Whether a HELO/EHLO argument names this server (or a loopback name).
+
+        Case does not matter; ``name.`` (one trailing dot) is ``name``, and an
+        address literal ``[addr]`` or ``[IPv6:addr]`` is ``addr``.  Kept this
+        exact because ``helo_needles`` must find every line it accepts.
+        """
         if not helo:
             return False
-        text = str(helo).strip().lower().rstrip(".")
-        if text in self.our_names:
-            return True
-        return text.strip("[]").removeprefix("ipv6:") in self.our_names
+        text = str(helo).lower()
+        if text.startswith("[") and text.endswith("]"):
+            text = text[1:-1]
+            if text.startswith("ipv6:"):
+                text = text[5:]
+        elif text.endswith("."):
+            text = text[:-1]
+        return text in self.our_names
+
+    def helo_needles(self) -> tuple[str, ...]:
+        """Lower-case text one of which every log line whose ``helo=<...>`` passes ``is_us`` holds."""
+        out = []
+        for n in sorted(self.our_names):
+            out += [f"helo=<{n}>", f"helo=<{n}.>", f"helo=<[{n}]>", f"helo=<[ipv6:{n}]>"]
+        return tuple(out)
 
 
 def _address_key(key: str) -> Network | None:

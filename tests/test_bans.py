@@ -598,3 +598,15 @@ def test_cli_from_store_keeps_state_between_runs(dev_corpus: Path, tmp_path: Pat
     truth = {json.loads(line)["client_ip"]: json.loads(line)["scenario"]
              for line in (dev_corpus / "truth.jsonl").read_text().splitlines()}  # fmt: skip
     assert data and all(d["address"] in truth for d in data)
+
+
+@pytest.mark.parametrize("helo,us", [
+    ("mx.example.net", True), ("MX.Example.NET", True), ("mx.example.net.", True), ("[192.0.2.1]", True),
+    ("[IPv6:2001:db8::1]", True), ("192.0.2.1", True), ("mx.example.net..", False), ("[[192.0.2.1]]", False),
+    ("mx", False), ("other.example.net", False), ("", False), (None, False),
+])  # fmt: skip
+def test_helo_is_us_and_its_needles(helo: Any, us: bool) -> None:
+    nb = NeverBan(our_names=["mx.example.net", "192.0.2.1", "2001:db8::1"])
+    assert nb.is_us(helo) is us
+    line = f"... proto=ESMTP helo=<{helo}>".lower()
+    assert any(n in line for n in nb.helo_needles()) is us  # the prefilter finds exactly these
