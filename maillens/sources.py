@@ -85,7 +85,10 @@ def expand_paths(paths: Iterable[str]) -> list[InputFile]:
             raise InputError(f"no file matches {spec!r}")
         for match in matches:
             if os.path.isdir(match):
-                found.extend(str(p) for p in sorted(Path(match).iterdir()) if p.is_file() and not p.name.startswith("."))
+                files = _directory_files(match)
+                if not files:
+                    raise InputError(f"{match} is a directory with no log files in it; give the log files to read")
+                found.extend(files)
             elif os.path.exists(match):
                 found.append(match)
             else:
@@ -107,18 +110,45 @@ def expand_paths(paths: Iterable[str]) -> list[InputFile]:
     return out
 
 
+def _directory_files(directory: str) -> list[str]:
+    """The visible regular files of a directory, sorted; an unreadable directory is an error."""
+    try:
+        entries = sorted(Path(directory).iterdir())
+    except OSError as exc:
+        raise InputError(f"cannot list {directory}: {exc.strerror}; check its permissions") from None
+    return [str(p) for p in entries if p.is_file() and not p.name.startswith(".")]
+
+
+def _open_error(path: str, exc: OSError) -> InputError:
+    """One line that says what is wrong with an input and what to do."""
+    if isinstance(exc, PermissionError):
+        hint = "check its permissions"
+    elif isinstance(exc, (FileNotFoundError, NotADirectoryError, IsADirectoryError)):
+        hint = "check the path"
+    else:
+        hint = "check the file and the disk it is on"
+    return InputError(f"cannot read {path}: {exc.strerror or exc}; {hint}")
+
+
 def open_binary(path: str) -> IO[bytes]:
-    """Open a file (or stdin) for binary reading, decompressing by magic bytes."""
+    """Open a file (or stdin) for binary reading, decompressing by magic bytes.
+
+    The magic bytes are *peeked*, never read and sought back, so pipes work
+    too (``<(zcat ...)``, a FIFO), not just regular files.
+    """
     if path == STDIN:
         raw: IO[bytes] = sys.stdin.buffer
-        head = raw.peek(6)[:6] if hasattr(raw, "peek") else b""  # type: ignore[attr-defined]
     else:
         try:
             raw = open(path, "rb")
         except OSError as exc:
-            raise InputError(f"cannot open {path}: {exc.strerror}") from None
-        head = raw.read(6)
-        raw.seek(0)
+            raise _open_error(path, exc) from None
+    try:
+        head = raw.peek(6)[:6] if hasattr(raw, "peek") else b""  # type: ignore[attr-defined]
+    except OSError as exc:
+        if path != STDIN:
+            raw.close()
+        raise _open_error(path, exc) from None
     if head.startswith(b"\x1f\x8b"):
         return gzip.GzipFile(fileobj=raw)  # type: ignore[return-value]
     if head.startswith(b"BZh"):
@@ -143,7 +173,9 @@ def read_chunks(path: str, size: int = BLOCK) -> Iterator[bytes]:
             try:
                 block = stream.read(size)
             except (EOFError, OSError, lzma.LZMAError, zlib_error()) as exc:
-                if not produced and path != STDIN and stream.__class__ is not io.BufferedReader:
+                if isinstance(stream, io.BufferedReader) and isinstance(exc, OSError):
+                    raise _open_error(path, exc) from None  # plain bytes: a real read error, not damage
+                if not produced and path != STDIN and os.path.isfile(path):
                     stream.close()
                     stream = open(path, "rb")
                     continue
