@@ -292,7 +292,7 @@ class Counter:
         elif kind == "bounce_notice":
             self._inc(day, hour, "bounce_notices")
         elif kind == "removed":
-            self.open.pop(ev.queue_id or "", None)
+            self._dropped(ev.queue_id or "")
 
     def _rmdr(self, ev: Event) -> str:
         """pflogsumm's ``$logRmdr``: the line after time stamp and host."""
@@ -352,6 +352,15 @@ class Counter:
 
     def _received(self, qid: str, whence: str, day: str, hour: int) -> None:
         self._inc(day, hour, "received")
+        self._whence(qid, whence)
+
+    # -- the per-message state (``BlockCounter`` records these calls instead) ---------
+    def _dropped(self, qid: str) -> None:
+        """qmgr removed the message: its size and origin are no longer needed."""
+        self.open.pop(qid, None)
+
+    def _whence(self, qid: str, whence: str) -> None:
+        """Where a received message came from (its sender is counted when qmgr logs the size)."""
         rec = self.open.get(qid)
         if rec is None:
             self.open[qid] = [0, whence]
@@ -427,14 +436,7 @@ class Counter:
             ru = self._addr(day, "recipient", addr)
             ru[0] += 1
             self._inc(day, hour, "delivered")
-            rec = self.open.get(qid)
-            size = rec[0] if rec is not None else 0
-            if size:
-                rd[1] += size
-                ru[1] += size
-                self._inc(day, hour, "bytes_delivered", size)
-            else:
-                self._detail(day, "no_size", qid, addr)
+            self._sent_size(qid, addr, dom, day, hour)
         elif status == "deferred":
             rm = _DEFER_REASON.search(ev.message)
             reason = rm.group(1) if rm else ""
@@ -455,6 +457,44 @@ class Counter:
             self._detail(day, "bounce", relay, reason)
             self._inc(day, hour, "bounced")
 
+    def _sent_size(self, qid: str, addr: str, dom: str, day: str, hour: int) -> None:
+        """A delivered recipient's bytes: the size qmgr logged for its message, if seen."""
+        rec = self.open.get(qid)
+        size = rec[0] if rec is not None else 0
+        if size:
+            self._addr(day, "recipient_domain", dom)[1] += size
+            self._addr(day, "recipient", addr)[1] += size
+            self._inc(day, hour, "bytes_delivered", size)
+        else:
+            self._detail(day, "no_size", qid, addr)
+
+    def apply(self, op: tuple[Any, ...]) -> None:
+        """Replay one per-message call a ``BlockCounter`` recorded (in line order)."""
+        _OPS[op[0]](self, *op[1:])
+
+    def merge(self, counts: dict[Any, int], deferred: set[tuple[str, str]], addr: dict[Any, list[float]],
+              details: dict[Any, int]) -> None:
+        """Add figures counted elsewhere (a worker's block) to this counter's."""
+        mine = self.counts
+        for k, v in counts.items():
+            mine[k] = mine.get(k, 0) + v
+        self.deferred |= deferred
+        mine_d = self.details
+        for k, v in details.items():
+            mine_d[k] = mine_d.get(k, 0) + v
+        mine_a = self.addr
+        for k, v in addr.items():
+            rec = mine_a.get(k)
+            if rec is None:
+                mine_a[k] = v
+            else:
+                rec[0] += v[0]
+                rec[1] += v[1]
+                rec[2] += v[2]
+                rec[3] += v[3]
+                if v[4] > rec[4]:
+                    rec[4] = v[4]
+
     # -- state between runs ------------------------------------------------------
     def open_state(self) -> dict[str, Any]:
         return {qid: list(v) for qid, v in self.open.items()}
@@ -472,3 +512,34 @@ _WORD_STARTS: Final = frozenset("wfprhd")
 #: Kinds with nothing for ``_extras`` (the common ones: skip the call).
 _PLAIN_KINDS: Final = frozenset({"received", "cleanup", "queued", "delivery", "disconnect", "tls", "other",
                                  "warning", "unparsed", "timeout", "too_many_errors", "pipelining"})
+
+
+class BlockCounter(Counter):
+    """A Counter for one block of lines read apart from the others (a worker process).
+
+    Everything pflogsumm counts per line is additive and is counted here; the
+    few calls that need what earlier lines said about the same message (size
+    and origin per queue ID) cannot be settled inside a block, so they are
+    recorded in ``ops`` -- in line order, interleaved with whatever else the
+    caller appends -- and replayed by the one sequential ``Counter.apply``.
+    """
+
+    def __init__(self, ops: list[tuple[Any, ...]], syslog_name: str = "postfix") -> None:
+        super().__init__(syslog_name)
+        self.ops = ops
+
+    def _dropped(self, qid: str) -> None:
+        self.ops.append(("X", qid))
+
+    def _whence(self, qid: str, whence: str) -> None:
+        self.ops.append(("W", qid, whence))
+
+    def _sized(self, qid: str, addr: str, size: int, day: str, hour: int) -> None:
+        self.ops.append(("S", qid, addr, size, day, hour))
+
+    def _sent_size(self, qid: str, addr: str, dom: str, day: str, hour: int) -> None:
+        self.ops.append(("D", qid, addr, dom, day, hour))
+
+
+#: The recorded calls by tag (``BlockCounter``); single letters, apart from event kinds.
+_OPS: Final = {"X": Counter._dropped, "W": Counter._whence, "S": Counter._sized, "D": Counter._sent_size}

@@ -62,8 +62,9 @@ from typing import Any, Callable, Iterator
 from pygtail import Pygtail
 
 from maillens.counting import Counter
+from maillens.ingestwork import BlockPool, BlockResult, BlockWorker, worker_count
 from maillens.errors import BusyError, InputError
-from maillens.store import STORED_EVENT_KINDS, Batch, Store
+from maillens.store import Batch, Store
 from maillens.tracker import Tracker
 
 log = logging.getLogger("maillens.ingest")
@@ -71,6 +72,10 @@ log = logging.getLogger("maillens.ingest")
 HEAD_LEN = 1024
 BLOCK = 4 << 20
 BATCH_LINES = 50_000
+#: Blocks for worker processes: small enough to keep both busy, big enough to amortise a hand-over.
+POOL_BLOCK = 1 << 20
+#: Inputs smaller than this are read in this process: starting workers would cost more.
+POOL_MIN_BYTES = 2 << 20
 _ROTATED_N = re.compile(r"\.(\d+)(\.gz)?$")
 
 
@@ -258,42 +263,49 @@ class IngestStats:
     files: int = 0
 
 
-def _event_row(ev: Any, day: str) -> tuple[Any, ...]:
-    d = ev.data
-    return (
-        ev.ts.timestamp(), day, ev.kind, ev.program, ev.pid, ev.queue_id, d.get("client_ip"),
-        d.get("client_name"), d.get("stage"), d.get("code"), d.get("dsn"), d.get("restriction"),
-        d.get("rbl"), d.get("sender"), d.get("recipient"), d.get("helo"), d.get("sasl_method"),
-        d.get("sasl_username"), d.get("spf_result"), d.get("reason"), ev.raw,
-    )  # fmt: skip
-
-
 class Ingester:
-    """Reads sources into one store; ``run()`` is one ``maillens ingest``."""
+    """Reads sources into one store; ``run()`` is one ``maillens ingest``.
+
+    Per block of lines, classifying and counting (``ingestwork.BlockWorker``)
+    run in worker processes when the input is big enough to repay starting
+    them, else here; the tracker, the per-message counting state and the
+    store are fed here, in line order, from the blocks' small results.
+    """
 
     def __init__(self, store: Store, *, batch_lines: int = BATCH_LINES,
-                 classify: Callable[..., Any] | None = None, max_age: float | None = None) -> None:
+                 classify: Callable[..., Any] | None = None, max_age: float | None = None,
+                 workers: int | None = None) -> None:
         self.store = store
         self.batch_lines = batch_lines
         self.block = max(1 << 14, min(BLOCK, batch_lines * 160))
         self._start_source: Callable[[Any], None] | None = None
+        years = None
         if classify is None:
             from maillens.classify import Classifier
 
             clf = Classifier()
-            classify = clf.classify
+            classify, years = clf.classify, clf.years
             self._start_source = clf.start_source
-        self.classify = classify
+        self.worker = BlockWorker(classify, years)
+        # a caller's own classifier stays in this process (it may hold state we cannot seed)
+        self.workers = (worker_count() if workers is None else workers) if self._start_source else 1
+        self._pool: BlockPool | None = None
         self.counter = Counter()
         self.tracker = Tracker(on_evict=self.counter.forget, **({"max_age": max_age} if max_age else {}))
         opened = store.load_open_state()
         self.counter.restore(opened.get("counter", {}))
         self.tracker.restore(opened)
         self.stats = IngestStats()
+        self._rows: list[tuple[Any, ...]] = []
+        self._lines = 0
 
     def run(self, paths: list[str]) -> IngestStats:
-        for path in paths:
-            self._ingest_path(os.path.abspath(path))
+        try:
+            for path in paths:
+                self._ingest_path(os.path.abspath(path))
+        finally:
+            if self._pool is not None:
+                self._pool.close()
         return self.stats
 
     # -- one configured source -------------------------------------------------------
@@ -326,7 +338,7 @@ class Ingester:
         ``known`` holds the file's first bytes as verified (at resolve time, or
         taken from the blocks read); after every block of the live file its
         head must still equal them, else it was truncated (copytruncate) and
-        the block is dropped.
+        the block is dropped.  Blocks already read before that are committed.
         """
         tail = StoreTail(name, seg.offset, None if seg.live else seg.path)
         tail.fh = seg.fh  # pygtail reads the handle opened with the snapshot
@@ -337,85 +349,72 @@ class Ingester:
             fh.seek(seg.offset)
         except (EOFError, OSError, gzip.BadGzipFile):
             return False, True
-        known = head_bytes(fd, not plain, min(seg.offset, HEAD_LEN))
-        if self._start_source is not None:  # traditional time stamps get their year from the file's time
-            from datetime import datetime
+        reader = _SegmentReader(seg, fh, fd, plain, head_bytes(fd, not plain, min(seg.offset, HEAD_LEN)))
+        from datetime import datetime
 
-            self._start_source(datetime.fromtimestamp(os.fstat(fd).st_mtime).astimezone())
-        pos, lineno = seg.offset, lines_done
-        rpos = seg.offset
-        pend: list[str] = []
-        pend_bytes = 0
-        carry = b""
-        progressed = moved = False
+        reference = datetime.fromtimestamp(os.fstat(fd).st_mtime).astimezone()
+        if self._start_source is not None:  # traditional time stamps get their year from the file's time
+            self._start_source(reference)
+        remaining = os.fstat(fd).st_size - seg.offset if plain else _gz_size(fd) - seg.offset
+        pool = self._pool_for(remaining)
+        lineno = lines_done
+        progressed = False
         try:
-            while True:
-                try:
-                    block = fh.read(self.block)
-                except (EOFError, gzip.BadGzipFile, OSError) as exc:
-                    if plain:
-                        raise InputError(f"cannot read {seg.path}: {exc}") from None
-                    moved = True  # a .gz still being written: resolve again
-                    break
-                if len(known) < HEAD_LEN and block and rpos <= len(known):
-                    known = (known + block[len(known) - rpos :])[:HEAD_LEN]
-                if plain and seg.live and os.pread(fd, len(known), 0) != known:
-                    moved = True  # truncated (copytruncate) under us: drop this block
-                    break
-                rpos += len(block)
-                if not block:
-                    if carry and (not seg.live or self._replaced(fd, seg.path)):
-                        pend.append(carry.decode("utf-8", "replace"))
-                        pend_bytes += len(carry)
-                    break
-                data = carry + block
-                cut = data.rfind(b"\n") + 1
-                carry = data[cut:]
-                if cut:
-                    lines = data[:cut].decode("utf-8", "replace").split("\n")
-                    lines.pop()
-                    pend += lines
-                    pend_bytes += cut
-                    if len(pend) >= self.batch_lines:
-                        lineno = self._commit(name, seg, fd, known, pend, pos + pend_bytes, lineno)
-                        pos += pend_bytes
-                        pend, pend_bytes, progressed = [], 0, True
-            if pend:
-                lineno = self._commit(name, seg, fd, known, pend, pos + pend_bytes, lineno)
+            if pool is None:
+                results = self._here(reader.blocks(self.block), seg.path, lineno + 1)
+            else:
+                results = pool.map(reader.blocks(min(self.block, POOL_BLOCK)), seg.path, lineno + 1, reference)
+            for res, end in results:
+                self._apply(res)
+                if self._lines >= self.batch_lines:
+                    lineno = self._commit(name, fd, reader.known, end, lineno)
+                    progressed = True
+            if self._lines or self._rows:
+                lineno = self._commit(name, fd, reader.known, reader.committable, lineno)
                 progressed = True
             if progressed:
                 self.stats.files += 1
         finally:
             fh.close()
-        return progressed, moved
+        return progressed, reader.moved
 
-    @staticmethod
-    def _replaced(fd: int, path: str) -> bool:
-        """The live file was renamed away: its unterminated last line is final."""
-        try:
-            return os.stat(path).st_ino != os.fstat(fd).st_ino
-        except FileNotFoundError:
-            return True
+    def _here(self, blocks: Iterator[tuple[bytes, int, int]], source: str, lineno: int
+              ) -> Iterator[tuple[BlockResult, int]]:
+        for data, nlines, end in blocks:
+            yield self.worker.run(data, source, lineno), end
+            lineno += nlines
 
-    def _commit(self, name: str, seg: Segment, fd: int, known: bytes, lines: list[str], end: int,
-                lineno: int) -> int:
-        """Classify, count, track ``lines``; write it all with the new offset in one transaction."""
-        classify, feed_c, feed_t = self.classify, self.counter.feed, self.tracker.feed
-        rows: list[tuple[Any, ...]] = []
-        source = seg.path
-        for line in lines:
-            lineno += 1
-            ev = classify(line, source, lineno)
-            feed_c(ev)
-            feed_t(ev)
-            if ev.kind in STORED_EVENT_KINDS and ev.ts is not None:
-                t = ev.ts
-                rows.append(_event_row(ev, f"{t.year:04d}-{t.month:02d}-{t.day:02d}"))
+    def _pool_for(self, remaining: int) -> BlockPool | None:
+        """Worker processes, started once, when this input is big enough to repay them."""
+        if self.workers <= 1 or remaining < POOL_MIN_BYTES:
+            return None
+        if self._pool is None:
+            self._pool = BlockPool(self.workers)
+        return self._pool
+
+    def _apply(self, res: BlockResult) -> None:
+        """One block's result, in line order: counter figures, per-message calls, tracker, rows."""
+        lines, counts, deferred, addr, details, ops, rows, _years = res
+        counter = self.counter
+        counter.merge(counts, deferred, addr, details)
+        feed, replay = self.tracker.feed_compact, counter.apply
+        for op in ops:
+            if len(op[0]) == 1:
+                replay(op)
+            else:
+                feed(op)
+        self._rows += rows
+        self._lines += lines
+
+    def _commit(self, name: str, fd: int, known: bytes, end: int, lineno: int) -> int:
+        """Write what the applied blocks added, with the offset they end at, in one transaction."""
+        lineno += self._lines
         counts, deferred, addr, details = self.counter.drain()
         for day, n in self.tracker.incomplete.items():
             counts[(day, 0, "messages_incomplete")] = counts.get((day, 0, "messages_incomplete"), 0) + n
         self.tracker.incomplete = {}
         messages = self.tracker.drain()
+        rows, self._rows = self._rows, []
         batch = Batch(counts=counts, deferred=deferred, addr_stats=addr, details=details, events=rows,
                       messages=messages, late_links=self.tracker.late_links)
         self.tracker.late_links = []
@@ -430,11 +429,69 @@ class Ingester:
             self.store.write_batch(conn, batch)
             self.store.save_source_state(conn, name, state, time.time())
             self.store.save_open_state(conn, open_state)
-        self.stats.lines += len(lines)
+        self.stats.lines += self._lines
         self.stats.batches += 1
         self.stats.messages += len(messages)
         self.stats.events += len(rows)
+        self._lines = 0
         return lineno
+
+
+def _replaced(fd: int, path: str) -> bool:
+    """The live file was renamed away: its unterminated last line is final."""
+    try:
+        return os.stat(path).st_ino != os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return True
+
+
+def _gz_size(fd: int) -> int:
+    """A gzip file's uncompressed size (its ISIZE trailer: fine below 4 GiB)."""
+    size = os.fstat(fd).st_size
+    return int(struct.unpack("<I", os.pread(fd, 4, size - 4))[0]) if size >= 4 else 0
+
+
+class _SegmentReader:
+    """Whole-line blocks of one segment, with the truncation check after every read."""
+
+    def __init__(self, seg: Segment, fh: Any, fd: int, plain: bool, known: bytes) -> None:
+        self.seg, self.fh, self.fd, self.plain, self.known = seg, fh, fd, plain, known
+        self.moved = False
+        #: The byte offset up to which every yielded block reaches.
+        self.committable = seg.offset
+
+    def blocks(self, size: int) -> Iterator[tuple[bytes, int, int]]:
+        """``(bytes of whole lines, their line count, offset after them)``."""
+        seg, fh, fd, plain = self.seg, self.fh, self.fd, self.plain
+        rpos = pos = seg.offset
+        carry = b""
+        while True:
+            try:
+                block = fh.read(size)
+            except (EOFError, gzip.BadGzipFile, OSError) as exc:
+                if plain:
+                    raise InputError(f"cannot read {seg.path}: {exc}") from None
+                self.moved = True  # a .gz still being written: resolve again
+                return
+            known = self.known
+            if len(known) < HEAD_LEN and block and rpos <= len(known):
+                self.known = known = (known + block[len(known) - rpos :])[:HEAD_LEN]
+            if plain and seg.live and os.pread(fd, len(known), 0) != known:
+                self.moved = True  # truncated (copytruncate) under us: drop this block
+                return
+            rpos += len(block)
+            if not block:
+                if carry and (not seg.live or _replaced(fd, seg.path)):
+                    self.committable = pos + len(carry)
+                    yield carry, 1, pos + len(carry)
+                return
+            data = carry + block if carry else block
+            cut = data.rfind(b"\n") + 1
+            carry = data[cut:]
+            if cut:
+                pos += cut
+                self.committable = pos
+                yield data[:cut], data.count(b"\n", 0, cut), pos
 
 
 def ingest(paths: list[str], db: str | os.PathLike[str] | None = None, *, wait: float = 0.0,

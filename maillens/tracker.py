@@ -34,6 +34,9 @@ SESSION_MAX_AGE: Final = 3600
 #: After the client left, a message cleanup never saw is abandoned after this.
 ABANDON_AFTER: Final = 300
 SWEEP_EVERY: Final = 60
+#: The event kinds the tracker reads (``compact`` drops the others).
+TRACKED_KINDS: Final = frozenset({"connect", "received", "cleanup", "queued", "delivery", "expired", "bounce_notice",
+                                  "removed", "disconnect", "reject", "reject_warning", "spf"})
 
 
 def _new_message(qid: str, ts: float, day: str) -> dict[str, Any]:
@@ -67,7 +70,7 @@ class Tracker:
         self.incomplete: dict[str, int] = {}
         self.next_sweep = 0.0
         self.on_evict = on_evict
-        self._dispatch: dict[str, Callable[[Event, float], None]] = {
+        self._dispatch: dict[str, Callable[[tuple[Any, ...], float], None]] = {
             "connect": self._connect,
             "received": self._received,
             "cleanup": self._cleanup,
@@ -81,16 +84,20 @@ class Tracker:
             "reject_warning": self._reject,
             "spf": self._spf,
         }
+        assert set(self._dispatch) == TRACKED_KINDS
 
     # -- the per-line entry point ------------------------------------------------
     def feed(self, ev: Event) -> None:
-        handler = self._dispatch.get(ev.kind)
-        if handler is None or ev.ts is None:
-            return
-        ts = ev.ts.timestamp()
+        t = compact(ev)
+        if t is not None:
+            self.feed_compact(t)
+
+    def feed_compact(self, t: tuple[Any, ...]) -> None:
+        """One event in the form ``compact`` gives (what ingest's worker processes send)."""
+        ts = t[1]
         if ts >= self.next_sweep:
             self.sweep(ts)
-        handler(ev, ts)
+        self._dispatch[t[0]](t, ts)
 
     def drain(self) -> list[dict[str, Any]]:
         """Hand over the records closed since the last call."""
@@ -98,21 +105,16 @@ class Tracker:
         return out
 
     # -- helpers -------------------------------------------------------------------
-    @staticmethod
-    def _session_key(ev: Event) -> str:
-        return f"{ev.host}|{ev.program}|{ev.pid}"
-
-    def _message(self, ev: Event, ts: float, qid: str | None = None) -> dict[str, Any] | None:
-        qid = qid or ev.queue_id
+    def _message(self, t: tuple[Any, ...], ts: float, qid: str | None = None) -> dict[str, Any] | None:
+        qid = qid or t[3]
         if not qid:
             return None
         msg = self.open.get(qid)
         if msg is None:
-            d = ev.ts
-            msg = self.open[qid] = _new_message(qid, ts, f"{d.year:04d}-{d.month:02d}-{d.day:02d}")  # type: ignore[union-attr]
+            msg = self.open[qid] = _new_message(qid, ts, t[2])
         elif ts - msg["last_ts"] > self.max_age:
             self._close(msg, "incomplete")  # an old record under a reused short ID
-            return self._message(ev, ts, qid)
+            return self._message(t, ts, qid)
         msg["last_ts"] = ts
         return msg
 
@@ -153,26 +155,24 @@ class Tracker:
         for msg in list(self.open.values()):
             self._close(msg, "incomplete")
 
-    # -- handlers --------------------------------------------------------------------
-    def _connect(self, ev: Event, ts: float) -> None:
-        self.sessions[self._session_key(ev)] = {
-            "client_name": ev.client_name, "client_ip": ev.client_ip, "helo": None,
+    # -- handlers: t = (kind, ts, day, queue_id, session key, daemon, *fields of the kind) ----
+    def _connect(self, t: tuple[Any, ...], ts: float) -> None:
+        self.sessions[t[4]] = {
+            "client_name": t[6], "client_ip": t[7], "helo": None,
             "connect_ts": ts, "last_ts": ts, "queue_ids": [],
         }  # fmt: skip
 
-    def _received(self, ev: Event, ts: float) -> None:
-        msg = self._message(ev, ts)
+    def _received(self, t: tuple[Any, ...], ts: float) -> None:
+        msg = self._message(t, ts)
         if msg is None:
             return
-        data = ev.data
-        daemon = ev.daemon
+        daemon = t[5]
         msg["origin"] = daemon
-        for f in ("client_name", "client_ip", "sasl_method", "sasl_username"):
-            v = data.get(f)
+        for f, v in zip(_RECEIVED_FIELDS, t[6:10]):
             if v is not None:
                 msg[f] = v
         if daemon == "smtpd" or daemon == "postscreen":
-            key = self._session_key(ev)
+            key = t[4]
             sess = self.sessions.get(key)
             if sess is not None:
                 sess["last_ts"] = ts
@@ -182,66 +182,48 @@ class Tracker:
                 if msg["helo"] is None:
                     msg["helo"] = sess["helo"]
 
-    def _cleanup(self, ev: Event, ts: float) -> None:
-        msg = self._message(ev, ts)
-        if msg is not None:
-            mid = ev.data.get("message_id")
-            if mid is None and "message-id=" in ev.message:
-                mid = ev.message.split("message-id=", 1)[1].strip()
-            if mid is not None:
-                msg["message_id"] = mid
+    def _cleanup(self, t: tuple[Any, ...], ts: float) -> None:
+        msg = self._message(t, ts)
+        if msg is not None and t[6] is not None:
+            msg["message_id"] = t[6]
 
-    def _queued(self, ev: Event, ts: float) -> None:
-        msg = self._message(ev, ts)
+    def _queued(self, t: tuple[Any, ...], ts: float) -> None:
+        msg = self._message(t, ts)
         if msg is None:
             return
-        data = ev.data
         msg["_left"] = None
         if msg["sender"] is None:
-            msg["sender"] = data.get("sender")
-        if msg["size"] is None and data.get("size") is not None:
-            msg["size"] = int(data["size"])
-        if msg["nrcpt"] is None and data.get("nrcpt") is not None:
-            msg["nrcpt"] = int(data["nrcpt"])
+            msg["sender"] = t[6]
+        if msg["size"] is None and t[7] is not None:
+            msg["size"] = t[7]
+        if msg["nrcpt"] is None and t[8] is not None:
+            msg["nrcpt"] = t[8]
 
-    def _delivery(self, ev: Event, ts: float) -> None:
-        msg = self._message(ev, ts)
-        if msg is None:
-            return
-        d = ev.data
-        delay = d.get("delay")
-        msg["deliveries"].append({
-            "ts": ts, "recipient": d.get("recipient"), "orig_recipient": d.get("orig_recipient"),
-            "status": d.get("status"), "relay": d.get("relay"),
-            "delay": float(delay) if delay is not None else None, "delays": d.get("delays"),
-            "dsn": d.get("dsn"), "reply": d.get("reason"),
-        })  # fmt: skip
+    def _delivery(self, t: tuple[Any, ...], ts: float) -> None:
+        msg = self._message(t, ts)
+        if msg is not None:
+            msg["deliveries"].append(t[6])
 
-    def _reject(self, ev: Event, ts: float) -> None:
+    def _reject(self, t: tuple[Any, ...], ts: float) -> None:
         """A reject with a queue ID refuses one recipient of an accepted message."""
-        d = ev.data
-        key = self._session_key(ev)
-        sess = self.sessions.get(key)
+        helo = t[6]
+        sess = self.sessions.get(t[4])
         if sess is not None:
             sess["last_ts"] = ts
-            if d.get("helo") and sess["helo"] is None:
-                sess["helo"] = d.get("helo")
-        if not ev.queue_id or ev.queue_id == "NOQUEUE":
+            if helo and sess["helo"] is None:
+                sess["helo"] = helo
+        if t[7] is None:  # no queue ID (NOQUEUE): nothing more to record
             return
-        msg = self._message(ev, ts)
+        msg = self._message(t, ts)
         if msg is None:
             return
-        if msg["helo"] is None and d.get("helo"):
-            msg["helo"] = d.get("helo")
-        msg["deliveries"].append({
-            "ts": ts, "recipient": d.get("recipient"), "orig_recipient": None,
-            "status": "rejected" if ev.kind == "reject" else "reject_warning", "relay": None,
-            "delay": None, "delays": d.get("stage"), "dsn": d.get("dsn"), "reply": d.get("reason"),
-        })  # fmt: skip
+        if msg["helo"] is None and helo:
+            msg["helo"] = helo
+        msg["deliveries"].append(t[7])
 
-    def _spf(self, ev: Event, ts: float) -> None:
+    def _spf(self, t: tuple[Any, ...], ts: float) -> None:
         """policyd-spf runs in its own process: tie its HELO to the client's open session."""
-        helo, ip = ev.data.get("helo"), ev.data.get("client_ip")
+        helo, ip = t[6], t[7]
         if not helo or not ip:
             return
         for sess in reversed(list(self.sessions.values())[-50:]):
@@ -254,16 +236,16 @@ class Tracker:
                         m["helo"] = helo
                 break
 
-    def _expired(self, ev: Event, ts: float) -> None:
-        msg = self._message(ev, ts)
+    def _expired(self, t: tuple[Any, ...], ts: float) -> None:
+        msg = self._message(t, ts)
         if msg is not None:
             msg["_expired"] = True
             if msg["sender"] is None:
-                msg["sender"] = ev.data.get("sender")
+                msg["sender"] = t[6]
 
-    def _bounce_notice(self, ev: Event, ts: float) -> None:
-        parent = self._message(ev, ts)
-        child_id = ev.data.get("bounce_queue_id")
+    def _bounce_notice(self, t: tuple[Any, ...], ts: float) -> None:
+        parent = self._message(t, ts)
+        child_id = t[6]
         if parent is None or not child_id:
             return
         if parent["bounce_queue_ids"] is None:
@@ -278,13 +260,13 @@ class Tracker:
             if child["origin"] is None:
                 child["origin"] = "bounce"
 
-    def _removed(self, ev: Event, ts: float) -> None:
-        msg = self._message(ev, ts)
+    def _removed(self, t: tuple[Any, ...], ts: float) -> None:
+        msg = self._message(t, ts)
         if msg is not None:
             self._close(msg, "expired" if msg["_expired"] else "removed")
 
-    def _disconnect(self, ev: Event, ts: float) -> None:
-        sess = self.sessions.pop(self._session_key(ev), None)
+    def _disconnect(self, t: tuple[Any, ...], ts: float) -> None:
+        sess = self.sessions.pop(t[4], None)
         if sess is None:
             return
         for qid in list(sess["queue_ids"]):
@@ -305,6 +287,74 @@ class Tracker:
         self.open = dict(state.get("message", {}))
         self.sessions = dict(state.get("session", {}))
         self.next_sweep = float(state.get("tracker", {}).get("state", {}).get("next_sweep", 0.0))
+
+
+_RECEIVED_FIELDS: Final = ("client_name", "client_ip", "sasl_method", "sasl_username")
+
+
+def _session_key(ev: Event) -> str:
+    """One smtpd process serves one client at a time: (host, program, pid)."""
+    return f"{ev.host}|{ev.program}|{ev.pid}"
+
+
+def _int_or_none(value: Any) -> int | None:
+    return int(value) if value is not None else None
+
+
+def compact(ev: Event) -> tuple[Any, ...] | None:
+    """What the tracker needs of one event, as a small tuple; None when it needs nothing.
+
+    ``(kind, epoch ts, day, queue_id, session key, daemon, *fields)``: cheap to
+    pickle, so ``maillens ingest``'s worker processes classify and send these
+    instead of ``Event`` objects, and the one sequential tracker replays them.
+    Fields per kind are what the handlers read; delivery attempts travel as
+    the very dicts the message record keeps.
+    """
+    kind = ev.kind
+    if kind not in TRACKED_KINDS or ev.ts is None:
+        return None
+    t = ev.ts
+    ts = t.timestamp()
+    d = ev.data
+    head = (kind, ts, t.date().isoformat(), ev.queue_id)
+    if kind == "delivery":
+        delay = d.get("delay")
+        return (*head, None, None, {
+            "ts": ts, "recipient": d.get("recipient"), "orig_recipient": d.get("orig_recipient"),
+            "status": d.get("status"), "relay": d.get("relay"),
+            "delay": float(delay) if delay is not None else None, "delays": d.get("delays"),
+            "dsn": d.get("dsn"), "reply": d.get("reason"),
+        })  # fmt: skip
+    if kind == "connect":
+        return (*head, _session_key(ev), None, d.get("client_name"), d.get("client_ip"))
+    if kind == "disconnect":
+        return (*head, _session_key(ev), None)
+    if kind == "reject" or kind == "reject_warning":
+        qid = ev.queue_id
+        attempt = None if not qid or qid == "NOQUEUE" else {
+            "ts": ts, "recipient": d.get("recipient"), "orig_recipient": None,
+            "status": "rejected" if kind == "reject" else "reject_warning", "relay": None,
+            "delay": None, "delays": d.get("stage"), "dsn": d.get("dsn"), "reply": d.get("reason"),
+        }  # fmt: skip
+        return (*head, _session_key(ev), None, d.get("helo"), attempt)
+    if kind == "received":
+        daemon = ev.daemon
+        key = _session_key(ev) if daemon == "smtpd" or daemon == "postscreen" else None
+        return (*head, key, daemon, *(d.get(f) for f in _RECEIVED_FIELDS))
+    if kind == "queued":
+        return (*head, None, None, d.get("sender"), _int_or_none(d.get("size")), _int_or_none(d.get("nrcpt")))
+    if kind == "cleanup":
+        mid = d.get("message_id")
+        if mid is None and "message-id=" in ev.message:
+            mid = ev.message.split("message-id=", 1)[1].strip()
+        return (*head, None, None, mid)
+    if kind == "spf":
+        return (*head, None, None, d.get("helo"), d.get("client_ip"))
+    if kind == "expired":
+        return (*head, None, None, d.get("sender"))
+    if kind == "bounce_notice":
+        return (*head, None, None, d.get("bounce_queue_id"))
+    return (*head, None, None)  # removed
 
 
 # -- trace: find and tell a message's story ------------------------------------------------

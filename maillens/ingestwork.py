@@ -1,0 +1,199 @@
+"""Ingest's per-line work on blocks of whole lines, in worker processes where that pays.
+
+Classifying a line and applying pflogsumm's counting rules to it is most of
+what ``maillens ingest`` costs, and neither needs the lines before it -- with
+three exceptions, handled so that the result equals one straight read:
+
+* **Per-message counting state** (a message's size and origin, used by later
+  lines of the same message): ``BlockCounter`` counts everything additive in
+  the block and *records* those calls in line order; the parent replays them.
+* **Tracking**: each event the tracker needs travels as a small tuple
+  (``tracker.compact``: pickling ``Event`` objects cost more than classifying
+  them); the parent feeds them to its one tracker in line order, interleaved
+  with the recorded counter calls exactly as a straight read would make them.
+* **The year of traditional time stamps** depends on the lines before
+  (December → January).  The parent predicts each block's starting year state
+  from the first and last line of every earlier block (``YearSeeds``); a
+  worker reports its block's real end state, and when a prediction turns out
+  wrong the parent classifies that block again itself, from the right state.
+  So the years are the straight read's by construction, whatever the log.
+
+A block's result is a plain tuple (see ``BlockWorker.run``); only small
+things cross the process boundary: counter deltas, the compact tuples, and
+the rows of the ``events`` table.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from datetime import datetime
+from multiprocessing import get_context
+from typing import Any, Callable, Iterable, Iterator
+
+from maillens.counting import BlockCounter
+from maillens.envelope import YearInference, parse_envelope
+from maillens.store import STORED_EVENT_KINDS
+from maillens.tracker import TRACKED_KINDS, compact
+
+#: A block's result: (lines, counts, deferred, addr, details, ops, event rows, year state at its end).
+BlockResult = tuple[int, dict[Any, int], set[Any], dict[Any, list[float]], dict[Any, int], list[tuple[Any, ...]],
+                    list[tuple[Any, ...]], tuple[Any, Any]]
+#: Where a block's year inference starts: (reference time, year, last time stamp).
+Seed = tuple[datetime | None, int | None, datetime | None]
+
+
+def event_row(ev: Any, day: str) -> tuple[Any, ...]:
+    """One ``events`` row (``store.EVENT_COLUMNS`` order)."""
+    d = ev.data
+    return (
+        ev.ts.timestamp(), day, ev.kind, ev.program, ev.pid, ev.queue_id, d.get("client_ip"),
+        d.get("client_name"), d.get("stage"), d.get("code"), d.get("dsn"), d.get("restriction"),
+        d.get("rbl"), d.get("sender"), d.get("recipient"), d.get("helo"), d.get("sasl_method"),
+        d.get("sasl_username"), d.get("spf_result"), d.get("reason"), ev.raw,
+    )  # fmt: skip
+
+
+def split_block(data: bytes) -> list[str]:
+    """Decode (bad bytes replaced) and split; a final newline ends the last line, it adds none."""
+    text = data.decode("utf-8", "replace")
+    lines = text.split("\n")
+    if text.endswith("\n"):
+        lines.pop()
+    return lines
+
+
+class BlockWorker:
+    """Classifies and counts blocks of lines; keeps nothing between blocks but caches."""
+
+    def __init__(self, classify: Callable[..., Any], years: YearInference | None = None) -> None:
+        self.classify = classify
+        self.years = years  # the classifier's, when it is ours (seeded per block)
+        self.ops: list[tuple[Any, ...]] = []
+        self.counter = BlockCounter(self.ops)
+
+    def run(self, data: bytes, source: str, first_lineno: int, seed: Seed | None = None) -> BlockResult:
+        years = self.years
+        if seed is not None and years is not None:
+            years.reset(seed[0])
+            years._year, years._last = seed[1], seed[2]
+        ops: list[tuple[Any, ...]] = []
+        self.counter.ops = self.ops = ops
+        rows: list[tuple[Any, ...]] = []
+        classify, feed_c, add_op, add_row = self.classify, self.counter.feed, ops.append, rows.append
+        tracked, stored = TRACKED_KINDS, STORED_EVENT_KINDS
+        lineno = first_lineno - 1
+        lines = split_block(data)
+        for line in lines:
+            lineno += 1
+            ev = classify(line, source, lineno)
+            feed_c(ev)
+            kind = ev.kind
+            if kind in tracked:
+                t = compact(ev)
+                if t is not None:
+                    add_op(t)
+                if kind in stored and ev.ts is not None:
+                    add_row(event_row(ev, t[2] if t is not None else ev.ts.date().isoformat()))
+            elif kind in stored and ev.ts is not None:
+                add_row(event_row(ev, ev.ts.date().isoformat()))
+        counts, deferred, addr, details = self.counter.drain()
+        end = (years._year, years._last) if years is not None else (None, None)
+        return len(lines), counts, deferred, addr, details, ops, rows, end
+
+
+class YearSeeds:
+    """Predicts where each block's year inference starts, from its predecessors' first and last lines."""
+
+    def __init__(self, reference: datetime | None) -> None:
+        self.reference = reference
+        self.years = YearInference(reference)
+
+    def next(self, data: bytes) -> Seed:
+        y = self.years
+        seed = (self.reference, y._year, y._last)
+        nl = data.find(b"\n")
+        first = data[:nl] if nl >= 0 else data
+        body = data[:-1] if data.endswith(b"\n") else data
+        last = body[body.rfind(b"\n") + 1:]
+        for raw in (first, last):
+            parse_envelope(raw.decode("utf-8", "replace").rstrip("\r"), y)
+        return seed
+
+
+# -- worker processes -------------------------------------------------------------------
+_WORKER: BlockWorker | None = None
+
+
+def _default_worker() -> BlockWorker:
+    global _WORKER
+    if _WORKER is None:
+        from maillens.classify import Classifier
+
+        clf = Classifier()
+        _WORKER = BlockWorker(clf.classify, clf.years)
+    return _WORKER
+
+
+def _pool_job(job: tuple[bytes, str, int, Seed]) -> tuple[bytes, tuple[Any, Any]]:
+    """Run in a worker: the result marshalled (a third of pickle's cost, both ways, for these
+    plain tuples, dicts and strings); the year state, which holds a datetime, beside it."""
+    res = _default_worker().run(*job)
+    return marshal.dumps(res[:7]), res[7]
+
+
+def worker_count() -> int:
+    """Cores this process may use (at most 4: the parent's sequential part limits the gain)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(cores, 4)
+
+
+class BlockPool:
+    """Blocks in, results out in block order; at most two blocks per worker in flight."""
+
+    def __init__(self, workers: int) -> None:
+        from maillens.classify import default_rules
+
+        default_rules()  # compiled once here, inherited by the forked workers
+        self.workers = workers
+        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork"))
+        self._local: BlockWorker | None = None
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def map(self, blocks: Iterable[tuple[bytes, int, Any]], source: str, first_lineno: int,
+            reference: datetime | None) -> Iterator[tuple[BlockResult, Any]]:
+        """``(result, tag)`` per ``(data, line count, tag)`` block, in order, the years checked."""
+        seeds = YearSeeds(reference)
+        window: deque[tuple[Future[tuple[bytes, tuple[Any, Any]]], tuple[bytes, str, int, Seed], Any]] = deque()
+        lineno = first_lineno
+        end: tuple[Any, Any] | None = None
+        for data, nlines, tag in blocks:
+            job = (data, source, lineno, seeds.next(data))
+            lineno += nlines
+            window.append((self.pool.submit(_pool_job, job), job, tag))
+            if len(window) >= 2 * self.workers:
+                res, tag_out, end = self._take(window.popleft(), end)
+                yield res, tag_out
+        while window:
+            res, tag_out, end = self._take(window.popleft(), end)
+            yield res, tag_out
+
+    def _take(self, item: tuple[Future[tuple[bytes, tuple[Any, Any]]], tuple[bytes, str, int, Seed], Any],
+              end: tuple[Any, Any] | None) -> tuple[BlockResult, Any, tuple[Any, Any]]:
+        """The block's result; classified again here when its predicted year state was wrong."""
+        future, job, tag = item
+        payload, years_end = future.result()
+        res: BlockResult = (*marshal.loads(payload), years_end)  # type: ignore[assignment]
+        seed = job[3]
+        if end is not None and (seed[1], seed[2]) != end:
+            if self._local is None:
+                from maillens.classify import Classifier
+
+                clf = Classifier()
+                self._local = BlockWorker(clf.classify, clf.years)
+            res = self._local.run(job[0], job[1], job[2], (seed[0], *end))
+        return res, tag, res[7]
