@@ -107,8 +107,8 @@ RESTRICTION_NEEDLES: dict[str, tuple[str, ...]] = {
     "reject_unlisted_recipient": ("User unknown in ",),
     "reject_unverified_recipient": ("undeliverable address", "unverified address"),
 }
-#: A condition ``helo_is_us = true`` picks lines by this marker, which the
-#: engine turns into ``helo=<NAME`` for each of the server's names (lower case).
+#: A condition ``helo_is_us = true`` picks lines by this marker: the scanner
+#: then picks lines whose ``helo=<...>`` names this server.
 HELO_IS_US = "\x00helo_is_us"
 
 _JAIL_KEYS = {

@@ -52,7 +52,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, tzinfo
 from typing import Any, Iterable, Mapping
 
-from maillens.banconfig import HELO_IS_US, KIND_NEEDLES, Aggregate, BanSettings, JailConfig
+from maillens.banconfig import HELO_IS_US, Aggregate, BanSettings, JailConfig
 from maillens.banmodel import SVC_LINES, BanHistory, Increment, JailState
 from maillens.banscan import MAX_EVIDENCE, Finder, ScanSpec, event_time, filter_hits, normalize_ip, scan_paths
 from maillens.events import Event
@@ -120,14 +120,9 @@ class BanEngine:
                     self.every_line = True
                 else:
                     needles.extend(n)
-        # HELO-is-us conditions pick lines by the server's names, matched in lower case (as is_us
-        # compares); a block that is not ASCII cannot be lowered safely and falls back to "reject:"
-        self.helo_needles: tuple[str, ...] = ()
-        if HELO_IS_US in needles:
-            needles = [n for n in needles if n != HELO_IS_US]
-            self.helo_needles = never.helo_needles()
-            if not self.helo_needles:
-                needles.extend(KIND_NEEDLES["reject"])
+        # HELO-is-us conditions pick lines by the HELO itself (banscan applies is_us to it)
+        self.helo_us = HELO_IS_US in needles
+        needles = [n for n in needles if n != HELO_IS_US]
         self.needles = tuple(dict.fromkeys(needles))
 
     # -- feeding -------------------------------------------------------------
@@ -145,10 +140,10 @@ class BanEngine:
         every line and read line by line.
         """
         paths = list(paths)
-        if self.filters or self.every_line or not (self.needles or self.helo_needles):
+        if self.filters or self.every_line or not (self.needles or self.helo_us):
             self._feed_lines(paths, until, tz, reference)
             return
-        spec = ScanSpec(self.finder, self.needles, tz, self.helo_needles, KIND_NEEDLES["reject"])
+        spec = ScanSpec(self.finder, self.needles, tz, self.helo_us)
         for n_lines, picks, last_t in scan_paths(paths, spec, workers=workers, block_size=block_size,
                                                  reference=reference):  # fmt: skip
             base = self.lines

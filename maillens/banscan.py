@@ -135,8 +135,7 @@ class ScanSpec:
     finder: Finder
     needles: tuple[str, ...]
     tz: tzinfo | None
-    lower_needles: tuple[str, ...] = ()  # sought in the lower-cased block
-    lower_fallback: tuple[str, ...] = ()  # sought instead when the block is not ASCII
+    helo_us: bool = False  # also pick lines whose ``helo=<...>`` names this server (finder.us.is_us)
 
 
 _WORKER: dict[str, Any] = {}
@@ -162,17 +161,24 @@ def scan_block(args: tuple[bytes, int, datetime | None]) -> tuple[int, list[Pick
     lines = text.split("\n")
     # str.find per needle is far faster than a regex alternation over the block
     found: list[int] = []
-    searches = [(text, spec.needles)]
-    if spec.lower_needles:
-        # lower() keeps every position only for ASCII text
-        searches.append((text.lower(), spec.lower_needles) if text.isascii() else (text, spec.lower_fallback))
-    for haystack, needles in searches:
-        find = haystack.find
-        for needle in needles:
-            pos = find(needle)
-            while pos >= 0:
+    find = text.find
+    for needle in spec.needles:
+        pos = find(needle)
+        while pos >= 0:
+            found.append(pos)
+            pos = find(needle, pos + 1)
+    if spec.helo_us:
+        # The rules take the HELO as everything from "helo=<" to the ">" ending the line; trying
+        # every "helo=<" of a line includes the one they take.
+        is_us = finder.us.is_us
+        pos = find("helo=<")
+        while pos >= 0:
+            end = find("\n", pos)
+            if end < 0:
+                end = len(text)
+            if text[end - 1] == ">" and is_us(text[pos + 6:end - 1]):
                 found.append(pos)
-                pos = find(needle, pos + 1)
+            pos = find("helo=<", pos + 6)
     found.sort()
     picks_at: list[int] = []
     idx = prev = 0

@@ -202,8 +202,7 @@ class NeverBan:
         """Whether a HELO/EHLO argument names this server (or a loopback name).
 
         Case does not matter; ``name.`` (one trailing dot) is ``name``, and an
-        address literal ``[addr]`` or ``[IPv6:addr]`` is ``addr``.  Kept this
-        exact because ``helo_needles`` must find every line it accepts.
+        address literal ``[addr]`` or ``[IPv6:addr]`` is ``addr``.
         """
         if not helo:
             return False
@@ -215,13 +214,6 @@ class NeverBan:
         elif text.endswith("."):
             text = text[:-1]
         return text in self.our_names
-
-    def helo_needles(self) -> tuple[str, ...]:
-        """Lower-case text one of which every log line whose ``helo=<...>`` passes ``is_us`` holds."""
-        out = []
-        for n in sorted(self.our_names):
-            out += [f"helo=<{n}>", f"helo=<{n}.>", f"helo=<[{n}]>", f"helo=<[ipv6:{n}]>"]
-        return tuple(out)
 
 
 def _address_key(key: str) -> Network | None:

@@ -606,7 +606,19 @@ def test_cli_from_store_keeps_state_between_runs(dev_corpus: Path, tmp_path: Pat
     ("mx", False), ("other.example.net", False), ("", False), (None, False),
 ])  # fmt: skip
 def test_helo_is_us_and_its_needles(helo: Any, us: bool) -> None:
+    from maillens.banscan import Finder, ScanSpec, _init, scan_block
+
     nb = NeverBan(our_names=["mx.example.net", "192.0.2.1", "2001:db8::1"])
     assert nb.is_us(helo) is us
-    line = f"... proto=ESMTP helo=<{helo}>".lower()
-    assert any(n in line for n in nb.helo_needles()) is us  # the prefilter finds exactly these
+    # the prefilter picks exactly these lines (plus every 100th, the service clock's)
+    cfg = BanSettings.from_section({"default_jails": False, "jails": {
+        "h": {"match": [{"kind": "reject", "helo_is_us": True}], "maxretry": 1}}})  # fmt: skip
+    engine = BanEngine(cfg, nb)
+    assert engine.needles == () and engine.helo_us
+    line = ("Nov  9 08:41:36 mx postfix/smtpd[1]: NOQUEUE: reject: RCPT from x[198.51.100.1]: 554 5.7.1 "
+            f"<a@b>: Relay access denied; from=<s@t> to=<a@b> proto=ESMTP helo=<{helo}>")  # fmt: skip
+    _init(ScanSpec(Finder(cfg.jails, nb), engine.needles, None, engine.helo_us))
+    n, picks, _ = scan_block((((line + "\n" + "filler\n") * 3).encode()[:-1], 1000, None))
+    assert n == 6 and [p[0] for p in picks] == ([0, 2, 4] if us else [])
+    if us and helo is not None:
+        assert [p[2] for p in picks] == [((0, "198.51.100.1"),)] * 3
