@@ -496,11 +496,12 @@ class _SegmentReader:
 
 def ingest(paths: list[str], db: str | os.PathLike[str] | None = None, *, wait: float = 0.0,
            batch_lines: int = BATCH_LINES, classify: Callable[..., Any] | None = None,
-           max_age: float | None = None) -> IngestStats:
+           max_age: float | None = None, workers: int | None = None) -> IngestStats:
     """One ``maillens ingest``: lock, open the store, read every path, unlock."""
     from maillens.store import default_db_path
 
     db_path = Path(db) if db is not None else default_db_path()
     with ingest_lock(db_path, wait):
         with Store.open(db_path) as store:
-            return Ingester(store, batch_lines=batch_lines, classify=classify, max_age=max_age).run(paths)
+            return Ingester(store, batch_lines=batch_lines, classify=classify, max_age=max_age,
+                            workers=workers).run(paths)

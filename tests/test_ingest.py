@@ -246,3 +246,47 @@ def test_sigkill_at_random_points_loses_and_doubles_nothing(tmp_path: Path) -> N
         print(sqlite3.connect(db).execute("SELECT * FROM sources").fetchall())
     assert {k: got[k] == want[k] for k in got} == dict.fromkeys(got, True)
     assert got == want
+
+
+def test_worker_blocks_equal_one_straight_read_across_new_year(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks classified in worker processes give the store of one sequential read, years included.
+
+    The log spans New Year in traditional time stamps (no year in the line);
+    some blocks end on a line without an envelope, so the parent's prediction
+    of where a block's year inference starts is wrong there and that block is
+    classified again from the right state.
+    """
+    import maillens.ingest as ingest_mod
+    from datetime import datetime
+
+    from maillens.ingest import Ingester
+    from maillens.store import Store
+
+    src = (corpus_dir("real-postfix-dev") / "maillog").read_bytes().split(b"\n")[:-1][:5000]
+    lines: list[bytes] = []
+    for first, second in ((b"Dec 30", b"Dec 31"), (b"Dec 31", b"Jan  1"), (b"Jan  1", b"Jan  2")):
+        for k, line in enumerate(src):
+            day = first if line.startswith(b"Nov  9") else second
+            lines.append(day + line[6:] + b"\n")
+            if k % 97 == 0:
+                lines.append(b"garbage without an envelope\n")
+    log = tmp_path / "mail.log"
+    log.write_bytes(b"".join(lines))
+    # written "before" most of its lines (a skewed clock; the benchmark log too): blocks dated
+    # apart from the file's time alone would put January in the wrong year
+    when = datetime(2026, 12, 30, 12, 0).astimezone().timestamp()
+    os.utime(log, (when, when))
+    monkeypatch.setattr(ingest_mod, "POOL_BLOCK", 1 << 14)
+    monkeypatch.setattr(ingest_mod, "POOL_MIN_BYTES", 0)
+    stores = {}
+    for workers in (1, 2):
+        db = tmp_path / f"w{workers}.db"
+        with Store.open(db) as store:
+            ing = Ingester(store, workers=workers)
+            assert ing.run([str(log)]).lines == len(lines)
+            if workers > 1:
+                assert ing._pool is not None and ing._pool._local is not None  # a prediction was redone
+        stores[workers] = snapshot(db)
+        with Store.open(db, readonly=True) as store:
+            assert store.days() == ["2026-12-30", "2026-12-31", "2027-01-01"]
+    assert stores[2] == stores[1]
