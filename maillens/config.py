@@ -52,6 +52,7 @@ class Settings:
 
     data: Mapping[str, Any] = field(default_factory=dict)
     files: tuple[Path, ...] = ()
+    file_data: Mapping[str, Any] = field(default_factory=dict)  # what the files alone say
 
     def section(self, name: str) -> dict[str, Any]:
         value = self.data.get(name, {})
@@ -116,5 +117,75 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str
                 files.append(candidate)
     for f in files:
         data = merge(data, read_toml(f))
+    file_data = data
     data = merge(data, _env_overrides(env))
-    return Settings(data=data, files=tuple(files))
+    return Settings(data=data, files=tuple(files), file_data=file_data)
+
+
+#: Every section maillens reads: the validator of the module that owns it, and
+#: that module's set of keys (``None``: the validator rejects unknown keys itself).
+#: Imported only when the section is present, so a plain run stays cheap.
+SECTIONS: dict[str, tuple[str, str | None]] = {
+    "parse": ("maillens.sources:parse_settings", "maillens.sources:PARSE_KEYS"),
+    "store": ("maillens.config:store_settings", "maillens.config:STORE_KEYS"),
+    "report": ("maillens.reporting:report_settings", "maillens.reporting:REPORT_KEYS"),
+    "tail": ("maillens.live:tail_settings", "maillens.live:TAIL_KEYS"),
+    "bans": ("maillens.banconfig:BanSettings.from_section", None),
+    "suggest": ("maillens.suggest:SuggestSettings.from_section", None),
+    "postfix": ("maillens.postconf:postfix_settings", None),
+}
+
+STORE_KEYS = frozenset({"db", "incomplete_after"})
+
+
+def store_settings(section: Mapping[str, Any]) -> None:
+    """Validate ``[store]`` types (store.py reads the values; it is checked here for every command)."""
+    db = section.get("db")
+    if db is not None and not isinstance(db, str):
+        raise ConfigError(f"[store] db = {db!r}: give the store's file path as a string")
+    max_age = section.get("incomplete_after")
+    if max_age is not None:
+        try:
+            ok = float(max_age) > 0 and not isinstance(max_age, bool)
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ConfigError(f"[store] incomplete_after = {max_age!r}: must be a positive number of seconds")
+
+
+def _resolve(target: str) -> Any:
+    import importlib
+
+    module_name, _, attrs = target.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for attr in attrs.split("."):
+        obj = getattr(obj, attr)
+    return obj
+
+
+def validate(settings: Settings) -> None:
+    """Check every section now, whichever command runs.
+
+    Why every command: a typo in ``[report]`` found only by the morning report
+    is found a day late; failing the first command that reads the file names
+    the key while the edit is fresh.  Unknown sections and keys are errors in
+    files; in the environment only known keys are checked, because
+    ``MAILLENS_*`` also carries the contrib scripts' own variables.
+    """
+    where = settings._where()
+    for name, value in settings.file_data.items():
+        if name not in SECTIONS:
+            raise ConfigError(f"{where}: [{name}] is not a maillens section; known: {', '.join(sorted(SECTIONS))}")
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: {name} must be a [{name}] table, not a {type(value).__name__}")
+    for name, (validator, keys) in SECTIONS.items():
+        if name not in settings.data:
+            continue
+        section = settings.section(name)
+        if keys is not None:
+            known = _resolve(keys)
+            unknown = sorted(set(settings.file_data.get(name, {})) - known)
+            if unknown:
+                raise ConfigError(f"{where}: [{name}] has no setting {unknown[0]!r}; known: {', '.join(sorted(known))}")
+            section = {k: v for k, v in section.items() if k in known}
+        _resolve(validator)(section)

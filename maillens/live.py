@@ -21,9 +21,9 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
-from maillens.errors import UsageError
+from maillens.errors import ConfigError, UsageError
 from maillens.events import KINDS, OFFENCE_KINDS, RESTRICTIONS, Event
 
 if TYPE_CHECKING:
@@ -517,3 +517,24 @@ def status_bar(state: LiveState, n: int = 5) -> "Text":
 def json_line(ev: Event) -> str:
     """``--json``: the same object as ``maillens parse --json``, terminal-safe."""
     return json_safe(ev.to_json())
+
+
+DEFAULT_LOG = "/var/log/mail.log"
+TAIL_KEYS = frozenset({"paths", "window_minutes"})
+
+
+def tail_settings(section: Mapping[str, Any]) -> tuple[list[str], int]:
+    """Validate ``[tail]``: ``paths`` (list of files) and ``window_minutes`` (offender bar)."""
+    paths = section.get("paths", [DEFAULT_LOG])
+    if isinstance(paths, str):
+        paths = [paths]
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        raise ConfigError("[tail] paths must be a list of file names, e.g. paths = [\"/var/log/mail.log\"]")
+    window = section.get("window_minutes", 10)
+    try:
+        window = int(window)
+    except (TypeError, ValueError):
+        raise ConfigError(f"[tail] window_minutes must be a whole number of minutes, not {window!r}") from None
+    if window <= 0:
+        raise ConfigError("[tail] window_minutes must be at least 1")
+    return paths, window

@@ -8,11 +8,39 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from maillens.errors import ConfigError, UsageError
 from maillens.exporters import write_atomic  # one atomic writer for every output file
 from maillens.reportdata import ReportData
+
+
+REPORT_KEYS = frozenset({
+    "top", "host", "templates", "mail_from", "mail_to", "sendmail", "smtp_host", "smtp_port", "smtp_starttls",
+    "smtp_tls", "smtp_user", "smtp_password", "smtp_timeout", "smtp_cafile",
+})  # fmt: skip
+
+
+def report_settings(section: Mapping[str, Any]) -> None:
+    """Validate ``[report]`` (config.validate runs it for every command, so a typo is found at once)."""
+    from maillens.mail import mail_settings
+    from maillens.rollup import ReportOptions
+
+    ReportOptions.from_section(section)
+    templates = section.get("templates")
+    if templates is not None and (not isinstance(templates, str) or not Path(templates).expanduser().is_dir()):
+        raise ConfigError(f"[report] templates = {templates!r}: give a directory of template overrides")
+    # mail_from defaults to this host's FQDN: a DNS lookup not worth making just to validate
+    mail_settings({**section, "mail_from": section.get("mail_from") or "maillens@localhost"})
+
+
+def check_output_path(path: str | None, option: str) -> None:
+    """An output file's directory must exist: a typo must not create a directory tree."""
+    if path and path != "-":
+        parent = Path(path).expanduser().parent
+        if not parent.is_dir():
+            raise UsageError(f"{option} {path}: directory {parent} does not exist; create it or choose another path")
 
 
 @dataclass
@@ -108,6 +136,8 @@ def run_report(
     """Build the report and deliver it where asked; text to stdout when nowhere."""
     from maillens import mail, render
 
+    check_output_path(html_path, "--html")  # before the (slow) build, not after it
+    check_output_path(text_path, "--text")
     mail_conf = mail.mail_settings(section) if (mail_to or mail_default) else None
     recipients: tuple[str, ...] = ()
     if mail_conf is not None:

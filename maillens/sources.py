@@ -25,9 +25,9 @@ import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Iterable, Iterator, NamedTuple
+from typing import IO, Any, Iterable, Iterator, Mapping, NamedTuple
 
-from maillens.errors import InputError
+from maillens.errors import ConfigError, InputError
 
 MAX_LINE = 1 << 20  # 1 MiB: longer lines are truncated, never buffered whole
 BLOCK = 1 << 20
@@ -36,6 +36,26 @@ log = logging.getLogger("maillens")
 
 _ROTATION_RE = re.compile(r"^(?P<base>.*?)(?:[.-](?P<num>\d{1,4})|-(?P<date>\d{8}(?:\d{2})?))?$")
 _COMPRESSED = (".gz", ".bz2", ".xz", ".lzma")
+
+
+PARSE_KEYS = frozenset({"rules_dirs"})
+
+
+def parse_settings(section: Mapping[str, Any]) -> list[str]:
+    """Validate ``[parse]``: ``rules_dirs``, directories of extra rule files.
+
+    A directory that does not exist is an error, not an empty rule set: the
+    rules a user added would otherwise be silently missing from every count.
+    """
+    dirs = section.get("rules_dirs", [])
+    if isinstance(dirs, str):
+        dirs = [dirs]
+    if not isinstance(dirs, list) or not all(isinstance(d, str) for d in dirs):
+        raise ConfigError(f"[parse] rules_dirs = {dirs!r}: give a list of directory paths, e.g. [\"/etc/maillens/rules\"]")
+    for directory in dirs:
+        if not os.path.isdir(directory):
+            raise ConfigError(f"[parse] rules_dirs: {directory} is not a directory; create it or remove it from the list")
+    return dirs
 
 
 class Line(NamedTuple):

@@ -38,6 +38,36 @@ class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(LAZY_COMMANDS))
 
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        """Click's main, with every way out turned into one ``maillens:`` line and an ExitStatus.
+
+        Click's own usage errors span three lines (usage, hint, error); cron
+        mail and scripts want one.  Anything unexpected is the safety net:
+        one line and a hint to rerun with ``-v`` for the traceback.
+        """
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.exceptions.Exit as exc:  # pragma: no cover - click returns it when not standalone
+            code = exc.exit_code
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else "maillens"
+            _fail(f"{exc.format_message()} (see '{where} --help')", ExitStatus.USAGE)
+        except click.ClickException as exc:
+            _fail(exc.format_message(), ExitStatus(exc.exit_code) if exc.exit_code in set(ExitStatus) else ExitStatus.ERROR)
+        except (click.Abort, KeyboardInterrupt):
+            sys.exit(int(ExitStatus.INTERRUPTED))
+        except MaillensError as exc:
+            _fail(str(exc), exc.exit_status)
+        except BrokenPipeError:
+            _quiet_stdout()
+            sys.exit(int(ExitStatus.OK))
+        except Exception as exc:  # noqa: BLE001 - the safety net: never a bare traceback
+            _unexpected(exc)
+        sys.exit(code if isinstance(code, int) else int(ExitStatus.OK))
+
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in LAZY_COMMANDS:
             module_name, attr = LAZY_COMMANDS[cmd_name].split(":")
@@ -49,6 +79,45 @@ class LazyGroup(click.Group):
                 raise
             return getattr(module, attr)
         return super().get_command(ctx, cmd_name)
+
+
+_VERBOSE = 0  # set by the group callback: -v shows the traceback of an unexpected error
+
+
+def _fail(message: str, status: ExitStatus) -> None:
+    """One line on stderr (newlines folded: a message is one line) and the exit code."""
+    click.echo("maillens: " + " ".join(str(message).split()), err=True)
+    sys.exit(int(status))
+
+
+def _quiet_stdout() -> None:
+    """After EPIPE, point stdout at /dev/null so the interpreter's final flush cannot complain."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _unexpected(exc: BaseException) -> None:
+    """The safety net: a known family of failure gets words; anything else a pointer to -v."""
+    import sqlite3
+    import traceback
+
+    if _VERBOSE:
+        traceback.print_exception(exc)
+    if isinstance(exc, sqlite3.DatabaseError):
+        _fail(f"the store cannot be used (SQLite says: {exc}); pass another --db or move the file aside",
+              ExitStatus.DATA)
+    if isinstance(exc, MemoryError):
+        _fail("out of memory; give fewer or smaller inputs", ExitStatus.ERROR)
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" {exc.filename}" if exc.filename else ""
+        _fail(f"cannot use{where}: {exc.strerror}", ExitStatus.ERROR)
+    hint = "" if _VERBOSE else "; rerun with -v for the traceback and report it"
+    _fail(f"internal error: {type(exc).__name__}: {exc}{hint}", ExitStatus.ERROR)
 
 
 def handle_errors(func: F) -> F:
@@ -90,18 +159,34 @@ def handle_errors(func: F) -> F:
 @click.pass_context
 def cli(ctx: click.Context, verbose: int, quiet: bool, config_path: str | None) -> None:
     """Read Postfix mail logs: classify, follow, summarise, ban, suggest."""
+    global _VERBOSE
+    _VERBOSE = verbose
     level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     logging.basicConfig(level=level, format="maillens: %(message)s")
     ctx.ensure_object(dict)
     ctx.obj["config_path"] = config_path
+    rest = [*vars(ctx).get("_protected_args", vars(ctx).get("protected_args", ())), *ctx.args]  # no deprecation warning
+    if not {"-h", "--help"} & set(rest):  # help works even while the config is broken
+        _checked_settings(ctx)
+
+
+def _checked_settings(ctx: click.Context) -> Any:
+    """Settings read and validated once per run; every command sees the same ones."""
+    from maillens.config import load_config, validate
+
+    obj = ctx.find_root().obj
+    if obj is None:
+        obj = ctx.find_root().obj = {}
+    if "settings" not in obj:
+        settings = load_config(obj.get("config_path"))
+        validate(settings)
+        obj["settings"] = settings
+    return obj["settings"]
 
 
 def load_settings(ctx: click.Context) -> Any:
     """The frozen settings for this run (config files, env, then flags)."""
-    from maillens.config import load_config
-
-    obj = ctx.find_root().obj or {}
-    return load_config(obj.get("config_path"))
+    return _checked_settings(ctx)
 
 
 def main() -> None:  # pragma: no cover - console entry point convenience

@@ -30,12 +30,9 @@ def default_inputs(files: tuple[str, ...]) -> list[str]:
 
 def _rules_dirs(ctx: click.Context) -> list[str]:
     """``[parse] rules_dirs`` from the config: directories of extra rule files."""
-    rules_dirs = load_settings(ctx).get("parse", "rules_dirs", [])
-    if isinstance(rules_dirs, str):
-        rules_dirs = [rules_dirs]
-    if not isinstance(rules_dirs, list) or not all(isinstance(d, str) for d in rules_dirs):
-        raise UsageError("config [parse] rules_dirs must be a list of directory paths")
-    return rules_dirs
+    from maillens.sources import parse_settings
+
+    return parse_settings(load_settings(ctx).section("parse"))
 
 
 def build_classifier(ctx: click.Context, reference_time: str | None) -> Any:
@@ -43,15 +40,18 @@ def build_classifier(ctx: click.Context, reference_time: str | None) -> Any:
 
     rules_dirs = _rules_dirs(ctx)
     rules = RuleSet.load(rules_dirs) if rules_dirs else None
-    ref = None
-    if reference_time:
-        try:
-            ref = datetime.fromisoformat(reference_time)
-        except ValueError:
-            raise UsageError(f"--reference-time {reference_time!r} is not an ISO 8601 time (e.g. 2026-11-10T00:00)") from None
-        if ref.tzinfo is None:
-            ref = ref.astimezone()
-    return Classifier(rules, reference_time=ref)
+    return Classifier(rules, reference_time=_reference(reference_time))
+
+
+def _reference(reference_time: str | None) -> datetime | None:
+    """``--reference-time`` checked even where it changes nothing (--stats), so a typo is never ignored."""
+    if not reference_time:
+        return None
+    try:
+        ref = datetime.fromisoformat(reference_time)
+    except ValueError:
+        raise UsageError(f"--reference-time {reference_time!r} is not an ISO 8601 time (e.g. 2026-11-10T00:00)") from None
+    return ref if ref.tzinfo is not None else ref.astimezone()
 
 
 def _format_text(ev: Any) -> str:
@@ -86,6 +86,7 @@ def parse(ctx: click.Context, files: tuple[str, ...], as_json: bool, stats: bool
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
         raise UsageError(f"--kind {unknown[0]!r} is not a kind; choose from {', '.join(KINDS)}")
+    _reference(reference_time)
     out = sys.stdout
     inputs = default_inputs(files)
     if stats and not kinds:

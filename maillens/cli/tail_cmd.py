@@ -19,33 +19,14 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, TextIO
 import click
 
 from maillens.cli.main import handle_errors, load_settings
-from maillens.errors import ConfigError, UsageError
+from maillens.errors import UsageError
 from maillens.events import Event
 from maillens.follow import Follower, StartAt, TailLine
+from maillens.live import tail_settings
 from maillens.live import Filters, LiveState, json_line, neutralise, plain_line, rich_line, status_bar, tag_for
 
 if TYPE_CHECKING:
     from rich.text import Text
-
-DEFAULT_LOG = "/var/log/mail.log"
-
-
-def tail_settings(section: dict[str, Any]) -> tuple[list[str], int]:
-    """Validate ``[tail]``: ``paths`` (list of files) and ``window_minutes`` (offender bar)."""
-    paths = section.get("paths", [DEFAULT_LOG])
-    if isinstance(paths, str):
-        paths = [paths]
-    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
-        raise ConfigError("[tail] paths must be a list of file names, e.g. paths = [\"/var/log/mail.log\"]")
-    window = section.get("window_minutes", 10)
-    try:
-        window = int(window)
-    except (TypeError, ValueError):
-        raise ConfigError(f"[tail] window_minutes must be a whole number of minutes, not {window!r}") from None
-    if window <= 0:
-        raise ConfigError("[tail] window_minutes must be at least 1")
-    return paths, window
-
 
 def _rules(settings: Any) -> Any:
     """The same rule set ``maillens parse`` uses: built-in rules plus ``[parse] rules_dirs``."""
