@@ -622,3 +622,21 @@ def test_helo_is_us_and_its_needles(helo: Any, us: bool) -> None:
     assert n == 6 and [p[0] for p in picks] == ([0, 2, 4] if us else [])
     if us and helo is not None:
         assert [p[2] for p in picks] == [((0, "198.51.100.1"),)] * 3
+
+
+def test_cli_reads_compressed_and_stdin(dev_corpus: Path, tmp_path: Path) -> None:
+    import gzip
+
+    from click.testing import CliRunner
+
+    from maillens.cli.main import cli
+
+    cfg = str(_config(tmp_path, dev_corpus))
+    text = (dev_corpus / "maillog").read_bytes()
+    gz = tmp_path / "mail.log.1.gz"
+    gz.write_bytes(gzip.compress(text))
+    plain = _cli("--config", cfg, "bans", "--format", "json", str(dev_corpus / "maillog")).stdout
+    assert json.loads(plain)
+    assert _cli("--config", cfg, "bans", "--format", "json", str(gz)).stdout == plain
+    res = CliRunner().invoke(cli, ["--config", cfg, "bans", "--format", "json", "-"], input=text)
+    assert res.exit_code == 0 and res.stdout == plain

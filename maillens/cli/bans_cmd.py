@@ -84,8 +84,8 @@ def bans(ctx: click.Context, files: tuple[str, ...], fmt: str, output: str | Non
     Without FILE the jails judge what 'maillens ingest' stored since the last
     run (state and ban history are kept in the store, so bantime.increment
     survives restarts) and the list is as of now.  Given FILE... (globs,
-    rotated sets, .gz) the jails judge those lines afresh, as of the last
-    line's time: the way to try jails on history.
+    rotated sets, .gz/.bz2/.xz, - for stdin) the jails judge those lines
+    afresh, as of the last line's time: the way to try jails on history.
     """
     from maillens.banconfig import BanSettings
     from maillens.bans import BanEngine
@@ -101,7 +101,7 @@ def bans(ctx: click.Context, files: tuple[str, ...], fmt: str, output: str | Non
     until = parse_at(at)
     if files:
         for f in files:
-            if not Path(f).exists() and not any(Path(f).parent.glob(Path(f).name)):
+            if f != "-" and not Path(f).exists() and not any(Path(f).parent.glob(Path(f).name)):
                 raise UsageError(f"{f} does not exist; give mail log files, or no FILE to use the store")
         engine.feed_paths(list(files), until=until)
         now = until if until is not None else engine.last_time
