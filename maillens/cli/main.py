@@ -68,6 +68,11 @@ class LazyGroup(click.Group):
             _unexpected(exc)
         sys.exit(code if isinstance(code, int) else int(ExitStatus.OK))
 
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+        """Remember the sub-command's arguments: the group callback skips the config check for --help."""
+        ctx.meta["maillens.args"] = list(args)
+        return super().resolve_command(ctx, args)
+
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in LAZY_COMMANDS:
             module_name, attr = LAZY_COMMANDS[cmd_name].split(":")
@@ -165,7 +170,7 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, config_path: str | None) 
     logging.basicConfig(level=level, format="maillens: %(message)s")
     ctx.ensure_object(dict)
     ctx.obj["config_path"] = config_path
-    rest = [*vars(ctx).get("_protected_args", vars(ctx).get("protected_args", ())), *ctx.args]  # no deprecation warning
+    rest = ctx.meta.get("maillens.args", ())
     if not {"-h", "--help"} & set(rest):  # help works even while the config is broken
         _checked_settings(ctx)
 
