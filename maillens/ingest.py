@@ -62,7 +62,7 @@ from typing import Any, Callable, Iterator
 from pygtail import Pygtail
 
 from maillens.counting import Counter
-from maillens.ingestwork import BlockPool, BlockResult, BlockWorker, worker_count
+from maillens.ingestwork import INHERITED_FDS, BlockPool, BlockResult, BlockWorker, worker_count
 from maillens.errors import BusyError, InputError
 from maillens.store import Batch, Store
 from maillens.tracker import Tracker
@@ -236,6 +236,7 @@ def ingest_lock(db: Path, wait: float = 0.0) -> Iterator[None]:
     lock_path = Path(str(db) + ".lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    INHERITED_FDS.add(fd)
     try:
         deadline = time.monotonic() + wait
         while True:
@@ -251,6 +252,7 @@ def ingest_lock(db: Path, wait: float = 0.0) -> Iterator[None]:
                 time.sleep(0.2)
         yield
     finally:
+        INHERITED_FDS.discard(fd)
         os.close(fd)
 
 

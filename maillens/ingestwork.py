@@ -137,6 +137,34 @@ def _default_worker() -> BlockWorker:
     return _WORKER
 
 
+def _init_worker(parent: int, inherited: tuple[int, ...]) -> None:
+    """A worker dies with its parent and holds none of its locks.
+
+    Forked workers inherit the ingest lock's descriptor: left running after
+    the parent was killed they would keep every later ingest out.  So the
+    copies are closed (the parent's lock stays), and Linux is asked to kill
+    the worker when the parent dies (``PR_SET_PDEATHSIG``).
+    """
+    for fd in inherited:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
+#: Descriptors workers must not keep (``ingest.ingest_lock`` registers its lock here).
+INHERITED_FDS: set[int] = set()
+
+
 def _pool_job(job: tuple[bytes, str, int, Seed]) -> tuple[bytes, tuple[Any, Any]]:
     """Run in a worker: the result marshalled (a third of pickle's cost, both ways, for these
     plain tuples, dicts and strings); the year state, which holds a datetime, beside it."""
@@ -158,7 +186,8 @@ class BlockPool:
 
         default_rules()  # compiled once here, inherited by the forked workers
         self.workers = workers
-        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork"))
+        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork"),
+                                        initializer=_init_worker, initargs=(os.getpid(), tuple(INHERITED_FDS)))
         self._local: BlockWorker | None = None
 
     def close(self) -> None:

@@ -290,3 +290,39 @@ def test_worker_blocks_equal_one_straight_read_across_new_year(tmp_path: Path, m
         with Store.open(db, readonly=True) as store:
             assert store.days() == ["2026-12-30", "2026-12-31", "2027-01-01"]
     assert stores[2] == stores[1]
+
+
+def _children_of(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return found
+
+
+def test_workers_die_with_a_killed_ingest_and_hold_no_lock(tmp_path: Path) -> None:
+    """SIGKILL of a run that started worker processes: they go too, and the next run is not locked out."""
+    log = tmp_path / "mail.log"
+    append(log, corpus_lines() * 2)  # big enough for worker processes
+    db = tmp_path / "m.db"
+    proc = subprocess.Popen([*MAILLENS, "ingest", "--db", str(db), str(log)], env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    workers: list[int] = []
+    while not workers and time.monotonic() < deadline and proc.poll() is None:
+        workers = _children_of(proc.pid)
+        time.sleep(0.01)
+    assert workers, "the run ended before it started workers"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{w}").exists() and "Z" not in Path(f"/proc/{w}/stat").read_text().split()[2]
+              for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [w for w in workers if Path(f"/proc/{w}").exists()
+                and Path(f"/proc/{w}/stat").read_text().split()[2] != "Z"]
+    again = subprocess.run([*MAILLENS, "ingest", "--db", str(db), str(log)], env=ENV, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert snapshot(db) == clean_run(tmp_path, corpus_lines() * 2)
