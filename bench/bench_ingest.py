@@ -12,6 +12,10 @@ faster; the issue's target is >= 1.5 at 2M lines) and the peak RSS of each
 ``--incremental``: a store already holding 30 days (the benchmark log has one
 corpus copy per day), then 50,000 new lines appended to the log and one more
 ``maillens ingest`` timed, as cron would run it (target: under 1 s).
+Each run's CPU seconds (user + system, workers included) and the load average
+are printed too: on a shared 2-core machine the wall-clock ratio moves with
+what else runs, the CPU figures much less.  ``maillens ingest`` uses worker
+processes (one per core, at most 4) for inputs over 2 MiB.
 Results also go to bench/out/ingest.json.
 """
 
@@ -19,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import shutil
 import sys
 import time
@@ -30,20 +36,37 @@ MAILLENS = [sys.executable, "-c", "from maillens.cli.main import cli; cli()"]
 LINES_PER_DAY = 31207  # one corpus copy per day in make_log's output
 
 
+def timed(cmd: list[str]) -> tuple[object, float]:
+    """``run(cmd)`` and the CPU seconds of its whole (waited-for) process tree."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = run(cmd)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return result, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def full_runs(sizes: list[int], repeat: int) -> list[dict[str, float]]:
     pflogsumm = shutil.which("pflogsumm") or "/usr/sbin/pflogsumm"
     rows = []
-    print(f"{'lines':>9} {'ingest s':>9} {'lines/s':>9} {'RSS MB':>7} {'pflogsumm s':>11} {'lines/s':>9} "
-          f"{'RSS MB':>7} {'ratio':>6}")
+    print(f"{'lines':>9} {'ingest s':>9} {'cpu s':>6} {'lines/s':>9} {'RSS MB':>7} {'pflogsumm s':>11} {'cpu s':>6} "
+          f"{'lines/s':>9} {'RSS MB':>7} {'ratio':>6} {'cpu ratio':>9}  load avg")
     for size in sizes:
         log = make_log(size)
-        ours, theirs = [], []
+        ours, theirs, our_cpu, their_cpu = [], [], [], []
+        load_before = load()
         for _ in range(repeat):
             db = OUT / f"ingest-{size}.db"
             for p in OUT.glob(f"ingest-{size}.db*"):
                 p.unlink()
-            ours.append(run(MAILLENS + ["ingest", "--db", str(db), str(log)]))
-            theirs.append(run([pflogsumm, str(log)]))
+            r, cpu = timed(MAILLENS + ["ingest", "--db", str(db), str(log)])
+            ours.append(r)
+            our_cpu.append(cpu)
+            r, cpu = timed([pflogsumm, str(log)])
+            theirs.append(r)
+            their_cpu.append(cpu)
         bo = min(ours, key=lambda r: r.seconds)
         bt = min(theirs, key=lambda r: r.seconds)
         row = {
@@ -52,11 +75,14 @@ def full_runs(sizes: list[int], repeat: int) -> list[dict[str, float]]:
             "pflogsumm_seconds": round(bt.seconds, 2), "pflogsumm_lines_per_s": round(size / bt.seconds),
             "pflogsumm_peak_rss_mb": round(max(r.peak_rss_mb for r in theirs), 1),
             "ratio": round(bt.seconds / bo.seconds, 2),
+            "ingest_cpu_seconds": round(min(our_cpu), 2), "pflogsumm_cpu_seconds": round(min(their_cpu), 2),
+            "cpu_ratio": round(min(their_cpu) / min(our_cpu), 2), "load_avg": f"{load_before} -> {load()}",
         }  # fmt: skip
         rows.append(row)
-        print(f"{size:>9} {row['ingest_seconds']:>9} {row['ingest_lines_per_s']:>9} {row['ingest_peak_rss_mb']:>7} "
-              f"{row['pflogsumm_seconds']:>11} {row['pflogsumm_lines_per_s']:>9} {row['pflogsumm_peak_rss_mb']:>7} "
-              f"{row['ratio']:>6}")
+        print(f"{size:>9} {row['ingest_seconds']:>9} {row['ingest_cpu_seconds']:>6} {row['ingest_lines_per_s']:>9} "
+              f"{row['ingest_peak_rss_mb']:>7} {row['pflogsumm_seconds']:>11} {row['pflogsumm_cpu_seconds']:>6} "
+              f"{row['pflogsumm_lines_per_s']:>9} {row['pflogsumm_peak_rss_mb']:>7} {row['ratio']:>6} "
+              f"{row['cpu_ratio']:>9}  {row['load_avg']}")
     return rows
 
 
@@ -73,14 +99,17 @@ def incremental(days: int = 30, new_lines: int = 50_000) -> dict[str, float]:
     first = run(MAILLENS + ["ingest", "--db", str(db), str(log)])
     with log.open("ab") as fh:
         fh.write(b"".join(extra))
+    load_before = load()
     t0 = time.perf_counter()
-    second = run(MAILLENS + ["ingest", "--db", str(db), str(log)])
+    second, cpu = timed(MAILLENS + ["ingest", "--db", str(db), str(log)])
     wall = time.perf_counter() - t0
     row = {"store_days": days, "store_lines": len(base), "first_ingest_seconds": round(first.seconds, 2),
            "new_lines": len(extra), "incremental_seconds": round(wall, 3),
-           "incremental_peak_rss_mb": round(second.peak_rss_mb, 1)}
+           "incremental_peak_rss_mb": round(second.peak_rss_mb, 1), "incremental_cpu_seconds": round(cpu, 3),
+           "load_avg": f"{load_before} -> {load()}"}
     print(f"store of {days} days ({len(base)} lines, built in {row['first_ingest_seconds']} s): "
-          f"{len(extra)} new lines ingested in {row['incremental_seconds']} s (peak RSS {row['incremental_peak_rss_mb']} MB)")
+          f"{len(extra)} new lines ingested in {row['incremental_seconds']} s, {row['incremental_cpu_seconds']} s CPU "
+          f"(peak RSS {row['incremental_peak_rss_mb']} MB; load avg {row['load_avg']})")
     return row
 
 

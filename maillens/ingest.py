@@ -35,6 +35,12 @@ falls short, and what this module does instead:
 
 The first run on a store reads the whole rotated set, oldest first.
 
+Speed: classifying and counting run on blocks of whole lines, in worker
+processes for inputs over ``POOL_MIN_BYTES`` (``maillens.ingestwork``); this
+process replays, in line order, the compact tuples the tracker needs and the
+per-message counting calls, and commits.  Offsets still go only with the data
+they cover: a batch is committed at the end offset of its last applied block.
+
 What no reader can fix: lines written between logrotate's copy and its
 truncate (copytruncate's documented race) are in neither file.
 
