@@ -226,7 +226,7 @@ class BanEngine:
             key = (ip, jail.cfg.name)
             old = self.refused.get(key)
             if old is None:
-                log.warning("refused to ban %s (jail %s, %d failures): %s", ip, jail.cfg.name, ticket.failures, reason)
+                log.info("refused to ban %s (jail %s, %d failures): %s", ip, jail.cfg.name, ticket.failures, reason)
                 self.refused[key] = Refusal(ip, jail.cfg.name, reason, t, ticket.failures)
             else:
                 old.count += 1
@@ -294,7 +294,7 @@ def aggregate(entries: list[BanEntry], agg: Aggregate, never: NeverBan) -> list[
             continue
         reason = never.overlap(prefix)
         if reason is not None:
-            log.warning("refused to ban %s for %d banned addresses in it: %s", prefix, len(addrs), reason)
+            log.info("refused to ban %s for %d banned addresses in it: %s", prefix, len(addrs), reason)
             continue
         replaced.update(id(m) for m in members)
         permanent = any(m.until is None for m in members)

@@ -142,6 +142,9 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init(spec: ScanSpec) -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: no worker tracebacks
     from maillens.classify import Classifier
 
     _WORKER.clear()

@@ -220,9 +220,16 @@ _SCANNER: FastScanner | None = None
 _RULES_DIRS: tuple[str, ...] = ()
 
 
-def _init_worker(rules_dirs: tuple[str, ...]) -> None:
+def _use_rules(rules_dirs: tuple[str, ...]) -> None:
     global _RULES_DIRS, _SCANNER
     _RULES_DIRS, _SCANNER = rules_dirs, None
+
+
+def _init_worker(rules_dirs: tuple[str, ...]) -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: no worker tracebacks
+    _use_rules(rules_dirs)
 
 
 def _worker_scanner() -> FastScanner:
@@ -285,7 +292,7 @@ def scan_stats(paths: Iterable[str], workers: int | None = None, rules_dirs: Ite
     if workers is None:
         workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 4)
     dirs = tuple(str(d) for d in rules_dirs)
-    _init_worker(dirs)
+    _use_rules(dirs)
     total = ParseStats()
     jobs = ((block, item.path, lineno) for item in expand_paths(paths) for block, lineno in iter_blocks(item.path))
     if workers <= 1:

@@ -145,6 +145,9 @@ def _init_worker(parent: int, inherited: tuple[int, ...]) -> None:
     copies are closed (the parent's lock stays), and Linux is asked to kill
     the worker when the parent dies (``PR_SET_PDEATHSIG``).
     """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: no worker tracebacks
     for fd in inherited:
         try:
             os.close(fd)

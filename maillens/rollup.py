@@ -581,8 +581,8 @@ def report_from_files(
         store = Store.open(db, readonly=True)
         try:
             days = store.days()
-            if not days:
-                raise InputError(f"no dated log lines in {', '.join(paths)}; is it a mail log?")
+            if not days and day is None:
+                raise InputError(f"no dated log lines in {', '.join(paths)}; is it a mail log? (--date reports a day anyway)")
             chosen = day or date.fromisoformat(days[-1])
             label = ", ".join(str(p) for p in paths)
             return build_report(store, chosen, options=options, postfix=postfix, source=f"files {label}", now=now)

@@ -105,8 +105,9 @@ def bans(ctx: click.Context, files: tuple[str, ...], fmt: str, output: str | Non
                 raise UsageError(f"{f} does not exist; give mail log files, or no FILE to use the store")
         engine.feed_paths(list(files), until=until)
         now = until if until is not None else engine.last_time
-        if now is None:
-            raise UsageError("no line with a time stamp in the given files; nothing to judge")
+        if now is None:  # an empty (just rotated) or undated log: nobody to ban, an empty list
+            click.echo("maillens: no line with a time stamp in the given files; the list is empty", err=True)
+            now = time.time()
     else:
         now = until if until is not None else time.time()
         _from_store(ctx, engine, db, until)
@@ -122,6 +123,9 @@ def bans(ctx: click.Context, files: tuple[str, ...], fmt: str, output: str | Non
             click.echo(f"applied: {' '.join(result.command)} exited with status {result.returncode}", err=True)
     elif not as_list:
         click.echo(text, nl=False)
+    if engine.refused and not as_list:  # each refusal is logged (-v); one line says there were some
+        click.echo(f"maillens: {len(engine.refused)} ban(s) refused for protected addresses (mynetworks, "
+                   "allowed clients, ignoreip, loopback, own addresses); --list or -v shows them", err=True)
 
 
 def _postfix_config(settings: Any, postfix_dir: str | None, cfg: Any) -> Any:
