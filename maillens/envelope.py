@@ -48,7 +48,7 @@ RFC5424_RE: Final = re.compile(
 PREFIX_RE: Final = re.compile(
     r"(?:(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) +\d{1,2} \d\d:\d\d:\d\d(?:\.\d+)?"
     r"|\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?) \S+ "
-    + _PROGRAM + _SOLARIS + r" ?",
+    + _PROGRAM.replace("(?P<pid>", "(?:") + _SOLARIS + r" ?",
 )
 
 

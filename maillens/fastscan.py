@@ -16,6 +16,7 @@ Work is split over processes in blocks of raw bytes: the parent only reads
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter, deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from maillens.classify import Classifier, RuleSet, _Alternative, _CompiledFilter
 from maillens.envelope import PREFIX_RE
 from maillens.sources import BLOCK, MAX_LINE, expand_paths, iter_raw_lines, read_chunks
 from maillens.stats import ParseStats
+
+_GROUP_RE = re.compile(r"\(\?P<(\w+)>")
 
 #: The fields ParseStats reads, per kind.
 _WANTED = {
@@ -90,11 +93,34 @@ class FastScanner:
             if any(c.joined is None for c in compiled):
                 found = None  # a filter needs fail2ban's general matcher: take the slow path
             else:
-                found = tuple((c.joined, self._fast_alts(c)) for c in compiled)
+                found = tuple((self._lean(c), self._fast_alts(c)) for c in compiled)
             if len(self._programs) > 10_000:
                 self._programs.clear()
             self._programs[program] = found
         return found  # type: ignore[return-value]
+
+    def _lean(self, compiled: _CompiledFilter) -> Any:
+        """The joined regex with every group the counts do not read made non-capturing.
+
+        Same language, same alternative chosen (capturing changes no match),
+        fewer captures for ``re`` to record: the scanner's hot loop is mostly this.
+        """
+        key = ("lean", id(compiled))
+        cached = self._alts.get(key)  # type: ignore[call-overload]
+        if cached is not None:
+            return cached
+        pattern = compiled.joined.pattern  # type: ignore[union-attr]
+        if "(?P=" in pattern:
+            lean = compiled.joined
+        else:
+            keep = set(compiled.alternatives)
+            for alt in self._fast_alts(compiled).values():
+                if alt is not None:
+                    keep.update(alt.wanted)
+                    keep.update(alt.markers)
+            lean = re.compile(_GROUP_RE.sub(lambda m: m.group(0) if m.group(1) in keep else "(?:", pattern))
+        self._alts[key] = lean  # type: ignore[index]
+        return lean
 
     def _fast_alts(self, compiled: _CompiledFilter) -> dict[str, _FastAlt | None]:
         key = id(compiled)
@@ -209,11 +235,74 @@ def _split_block(block: bytes) -> list[str]:
     return text.split("\n")
 
 
-def _scan_block(args: tuple[bytes, str, int]) -> ParseStats:
+def _scan_block(args: tuple[bytes, str, int]) -> tuple[ParseStats, int]:
+    """A block the parent read; line numbers are already absolute."""
     block, source, first_lineno = args
     stats = ParseStats()
-    _worker_scanner().scan_lines(_split_block(block), stats, source, first_lineno)
-    return stats
+    lines = _split_block(block)
+    _worker_scanner().scan_lines(lines, stats, source, first_lineno)
+    return stats, 0
+
+
+def _scan_range(args: tuple[str, int, int]) -> tuple[ParseStats, int]:
+    """A byte range of a plain file, read by the worker itself (whole lines).
+
+    Line numbers count from 1 within the range; the parent shifts them when it
+    merges, in order.  Returns the stats and the range's number of lines.
+    """
+    path, start, end = args
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        block = fh.read(end - start)
+    if block.endswith(b"\n"):
+        block = block[:-1]
+    if len(block) > MAX_LINE and _max_line(block) > MAX_LINE:
+        block = _cut_long_lines(block)
+    lines = _split_block(block) if block or end > start else []
+    stats = ParseStats()
+    _worker_scanner().scan_lines(lines, stats, path, 1)
+    return stats, len(lines)
+
+
+def plain_ranges(path: str, block_size: int) -> list[tuple[int, int]] | None:
+    """Whole-line byte ranges of a plain (uncompressed, seekable) file, or ``None``.
+
+    ``None`` means: read it as a stream instead -- it is compressed, not a
+    regular file, or holds a line so long that a range could not stay small.
+    """
+    try:
+        if not os.path.isfile(path):
+            return None
+        size = os.path.getsize(path)
+        with open(path, "rb") as fh:
+            head = fh.read(6)
+            if head.startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x5d\x00\x00")):
+                return None
+            bounds = [0]
+            position = block_size
+            while position < size:
+                fh.seek(position)
+                found = -1
+                scanned = 0
+                while found < 0:
+                    chunk = fh.read(65536)
+                    if not chunk:
+                        break
+                    found = chunk.find(b"\n")
+                    scanned += len(chunk) if found < 0 else found + 1
+                    if found < 0 and scanned > 2 * block_size:
+                        return None  # a runaway line: the streaming reader bounds it
+                if found < 0:
+                    break
+                cut = position + scanned
+                if cut > bounds[-1]:
+                    bounds.append(cut)
+                position = max(cut, position) + block_size
+            if bounds[-1] < size:
+                bounds.append(size)
+    except OSError:
+        return None
+    return list(zip(bounds, bounds[1:]))
 
 
 _SCANNER: FastScanner | None = None
@@ -294,17 +383,36 @@ def scan_stats(paths: Iterable[str], workers: int | None = None, rules_dirs: Ite
     dirs = tuple(str(d) for d in rules_dirs)
     _use_rules(dirs)
     total = ParseStats()
-    jobs = ((block, item.path, lineno) for item in expand_paths(paths) for block, lineno in iter_blocks(item.path))
+    lines_before: dict[str, int] = {}  # per source: lines of the ranges merged so far
+
+    def jobs() -> Iterator[tuple[Any, Any, str]]:
+        for item in expand_paths(paths):
+            ranges = plain_ranges(item.path, BLOCK * 2) if workers > 1 else None
+            if ranges is not None:  # workers read their own ranges: the parent only merges
+                for start, end in ranges:
+                    yield _scan_range, (item.path, start, end), item.path
+            else:
+                for block, lineno in iter_blocks(item.path):
+                    yield _scan_block, (block, item.path, lineno), item.path
+
+    def merge(result: tuple[ParseStats, int], source: str) -> None:
+        stats, nlines = result
+        offset = lines_before.get(source, 0)
+        total.merge(stats, offset)
+        lines_before[source] = offset + nlines
+
     if workers <= 1:
-        for job in jobs:
-            total.merge(_scan_block(job))
+        for func, args, source in jobs():
+            merge(func(args), source)
         return total
     with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(dirs,)) as pool:
-        window: deque[Any] = deque()
-        for job in jobs:  # bounded: never more than 2 blocks per worker in flight
-            window.append(pool.submit(_scan_block, job))
+        window: deque[tuple[Any, str]] = deque()
+        for func, args, source in jobs():  # bounded: never more than 2 blocks per worker in flight
+            window.append((pool.submit(func, args), source))
             if len(window) >= 2 * workers:
-                total.merge(window.popleft().result())
+                future, src = window.popleft()
+                merge(future.result(), src)
         while window:
-            total.merge(window.popleft().result())
+            future, src = window.popleft()
+            merge(future.result(), src)
     return total

@@ -38,7 +38,7 @@ class ParseStats:
     sasl_methods: Counter[str] = field(default_factory=Counter)
     deliveries: Counter[str] = field(default_factory=Counter)
     unexplained: Counter[tuple[str, str]] = field(default_factory=Counter)  # (what, shape)
-    examples: dict[tuple[str, str], str] = field(default_factory=dict)
+    examples: dict[tuple[str, str], tuple[str, int, str]] = field(default_factory=dict)  # (source, lineno, text)
 
     def add(self, ev: Event) -> None:
         self.lines += 1
@@ -70,17 +70,25 @@ class ParseStats:
             key = (what, "(more shapes than are listed)")
         self.unexplained[key] += 1
         if key not in self.examples and len(self.examples) < 10 * MAX_EXAMPLES:
-            self.examples[key] = f"{ev.source}:{ev.lineno}: {ev.raw[:300]}"
+            self.examples[key] = (ev.source or "-", ev.lineno or 0, ev.raw[:300])
 
-    def merge(self, other: "ParseStats") -> None:
-        """Add another partial count (from a worker process) into this one."""
+    def merge(self, other: "ParseStats", line_offset: int = 0) -> None:
+        """Add another partial count (from a worker process) into this one.
+
+        ``line_offset`` shifts the line numbers of the other's examples, for a
+        worker that counted a block's lines from 1.
+        """
         self.lines += other.lines
         for name in ("kinds", "rejects", "restrictions", "rbl_zones", "warnings_by_restriction", "spf",
                      "sasl_methods", "deliveries", "unexplained"):
             getattr(self, name).update(getattr(other, name))
-        for key, example in other.examples.items():
+        for key, (source, lineno, text) in other.examples.items():
             if key not in self.examples and len(self.examples) < 10 * MAX_EXAMPLES:
-                self.examples[key] = example
+                self.examples[key] = (source, lineno + line_offset, text)
+
+    def example(self, key: tuple[str, str]) -> str | None:
+        found = self.examples.get(key)
+        return None if found is None else f"{found[0]}:{found[1]}: {found[2]}"
 
     def extend(self, events: Iterable[Event]) -> "ParseStats":
         for ev in events:
@@ -103,7 +111,7 @@ class ParseStats:
             "sasl_failures_by_method": dict(self.sasl_methods.most_common()),
             "delivery_status": dict(self.deliveries.most_common()),
             "unexplained": [
-                {"what": what, "shape": shape, "count": n, "example": self.examples.get((what, shape))}
+                {"what": what, "shape": shape, "count": n, "example": self.example((what, shape))}
                 for (what, shape), n in self.unexplained.most_common(MAX_EXAMPLES)
             ],
         }
@@ -140,7 +148,7 @@ class ParseStats:
             out.append("  none")
         for (what, shape), n in self.unexplained.most_common(MAX_EXAMPLES):
             out.append(f"  {n:>7}  {what}: {shape}")
-            example = self.examples.get((what, shape))
+            example = self.example((what, shape))
             if example:
                 out.append(f"           e.g. {example}")
         return "\n".join(out).lstrip("\n") + "\n"

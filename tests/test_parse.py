@@ -174,3 +174,19 @@ def test_joined_rules_equal_fail2ban_style_matching(name: str) -> None:
     for line in read_lines([str(corpus_dir(name) / "maillog")]):
         a, b = fast.classify(line.text), slow.classify(line.text)
         assert (a.kind, a.queue_id, a.data, a.rule) == (b.kind, b.queue_id, b.data, b.rule), line
+
+
+def test_parallel_ranges_keep_line_numbers(tmp_path: Path) -> None:
+    """Workers reading their own byte ranges report unknown lines at their true line numbers."""
+    sample = (corpus_dir("real-postfix-dev") / "maillog").read_text().splitlines()
+    lines = []
+    for i in range(40_000):
+        lines.append(sample[i % len(sample)])
+        if i % 9_973 == 0:
+            lines.append(f"junk line {i} \x00\xff")
+            lines.append(f"Nov  9 08:41:22 mx postfix/smtpd[1]: a message no rule knows {i}")
+    path = tmp_path / "mixed.log"
+    path.write_text("\n".join(lines) + "\n", errors="surrogateescape")
+    parallel = scan_stats([str(path)], workers=2)
+    assert parallel.to_dict() == ParseStats().extend(iter_events([str(path)])).to_dict()
+    assert parallel.examples, "the junk lines are listed with examples"
