@@ -78,7 +78,7 @@ def render_list(entries: list[Any], refused: list[Any]) -> str:
 @click.pass_context
 @handle_errors
 def bans(ctx: click.Context, files: tuple[str, ...], fmt: str, output: str | None, as_list: bool,
-         at: str | None, do_apply: bool, db: str | None, postfix_dir: str | None) -> None:
+         at: str | None, do_apply: bool, db: str | None, postfix_dir: str | None, silent: bool = False) -> None:
     """Write the current block list.
 
     Without FILE the jails judge what 'maillens ingest' stored since the last
@@ -86,6 +86,7 @@ def bans(ctx: click.Context, files: tuple[str, ...], fmt: str, output: str | Non
     survives restarts) and the list is as of now.  Given FILE... (globs,
     rotated sets, .gz/.bz2/.xz, - for stdin) the jails judge those lines
     afresh, as of the last line's time: the way to try jails on history.
+    (``silent`` is for ``ingest --bans`` without a file: judge, store, print nothing.)
     """
     from maillens.banconfig import BanSettings
     from maillens.bans import BanEngine
@@ -121,9 +122,9 @@ def bans(ctx: click.Context, files: tuple[str, ...], fmt: str, output: str | Non
         if do_apply:
             result = apply(fmt, Path(output))
             click.echo(f"applied: {' '.join(result.command)} exited with status {result.returncode}", err=True)
-    elif not as_list:
+    elif not as_list and not silent:
         click.echo(text, nl=False)
-    if engine.refused and not as_list:  # each refusal is logged (-v); one line says there were some
+    if engine.refused and not as_list and not silent:  # each refusal is logged (-v); one line says there were some
         click.echo(f"maillens: {len(engine.refused)} ban(s) refused for protected addresses (mynetworks, "
                    "allowed clients, ignoreip, loopback, own addresses); --list or -v shows them", err=True)
 

@@ -39,14 +39,25 @@ def _db(ctx: click.Context, db: str | None) -> Path:
               help="Seconds to wait for another running ingest before giving up.")
 @click.option("--batch-lines", type=click.IntRange(100), default=50_000, show_default=True,
               help="Lines per transaction (each commits its offset with its figures).")
+@click.option("--bans", "run_bans", is_flag=True,
+              help="Then let the jails judge the new events (as 'maillens bans' does from the store).")
+@click.option("--bans-output", type=click.Path(dir_okay=False), default=None,
+              help="With --bans: also write the block list to this file (atomically).")
+@click.option("--bans-format", default="nft", show_default=True, help="With --bans-output: its format.")
+@click.option("--bans-apply", is_flag=True, help="With --bans-output: load it (nft -f, ipset restore, ...).")
 @click.pass_context
 @handle_errors
-def ingest(ctx: click.Context, files: tuple[str, ...], db: str | None, wait: float, batch_lines: int) -> None:
+def ingest(ctx: click.Context, files: tuple[str, ...], db: str | None, wait: float, batch_lines: int,
+           run_bans: bool, bans_output: str | None, bans_format: str, bans_apply: bool) -> None:
     """Read what is new in FILE... (default /var/log/mail.log) into the store.
 
     Run it every few minutes (cron, systemd timer): it continues where the
     last run stopped, across rename-and-create and copytruncate rotation.
+    With --bans the jails then judge what was added, so one timer keeps both
+    the store and the block list current.
     """
+    if (bans_output or bans_apply) and not run_bans:
+        raise UsageError("--bans-output and --bans-apply go with --bans")
     from maillens.ingest import ingest as run_ingest
 
     paths = list(files) or [DEFAULT_LOG]
@@ -63,6 +74,11 @@ def ingest(ctx: click.Context, files: tuple[str, ...], db: str | None, wait: flo
         f"{stats.events} events stored",
         err=True,
     )
+    if run_bans:
+        from maillens.cli.bans_cmd import bans
+
+        ctx.invoke(bans, files=(), fmt=bans_format, output=bans_output, as_list=False, at=None,
+                   do_apply=bans_apply, db=str(_db(ctx, db)), postfix_dir=None, silent=bans_output is None)
 
 
 @click.command()
