@@ -31,7 +31,7 @@ _GROUP_RE = re.compile(r"\(\?P<(\w+)>")
 
 #: The fields ParseStats reads, per kind.
 _WANTED = {
-    "reject": ("stage", "rbl", "alt_rbl"),
+    "reject": ("stage", "rbl"),
     "reject_warning": ("rbl",),
     "spf": ("spf_result", "reason", "code", "identity"),
     "sasl_failure": ("sasl_method",),
@@ -41,39 +41,33 @@ _WANTED = {
 
 @dataclass(slots=True)
 class _FastAlt:
-    kind: str | None  # None: the kind depends on a group (e.g. @action) or needs full fixing
-    wanted: tuple[str, ...]  # renamed group names to fetch
-    wanted_fields: tuple[str, ...]
-    markers: tuple[str, ...]  # renamed r__ marker groups
+    """What the scanner reads from one rule's match: a subset of its plan (``_Alternative``)."""
+
+    kind: str | None  # None: the kind is the value of the rule's ``action`` group (``kind=@action``)
+    wanted: tuple[str, ...]  # renamed groups to fetch, in the order of ``wanted_fields``
+    wanted_fields: tuple[str, ...]  # the field each group fills (alt_ groups fill their base field)
     simple: bool  # a constant kind whose count is all ParseStats wants
-    restrictions: tuple[str, ...]
-    constant_restriction: str | None
+    plan: _Alternative
 
 
 def _fast_alt(alt: _Alternative) -> _FastAlt | None:
+    """The scanner's view of a rule, or None when only the full classifier can read it."""
     kind = alt.annotations.get("kind", "other")
-    if kind.startswith("@") or any(v.startswith("@") for v in alt.annotations.values()):
-        if kind != "@action":
-            return None
-        kind_group = True
-    else:
-        kind_group = False
-    names = dict(zip(alt.field_names, alt.group_names))
+    if any(v.startswith("@") for v in alt.annotations.values()) and kind != "@action":
+        return None
+    kind_group = kind == "@action"
     fields = ["action"] if kind_group else []
     for kind_name in (("reject", "reject_warning") if kind_group else (kind,)):
         fields += [f for f in _WANTED.get(kind_name, ()) if f not in fields]
-    wanted_fields = tuple(f for f in fields if f in names)
-    markers = tuple(n for n in alt.field_names if n.startswith("r__"))
-    from maillens.classify import _MARKER_SUFFIX
-
+    # plain groups first, then alt_ groups: the first value found wins, as in the plan
+    pairs = [(f, g) for f, g in zip(alt.plain_fields, alt.plain_groups) if f in fields]
+    pairs += [(f, g) for g, f in alt.alt_groups if f in fields]
     return _FastAlt(
         kind=None if kind_group else kind,
-        wanted=tuple(names[f] for f in wanted_fields),
-        wanted_fields=wanted_fields,
-        markers=tuple(names[m] for m in markers),
-        restrictions=tuple(_MARKER_SUFFIX.sub("", m[3:]) for m in markers),
-        constant_restriction=alt.annotations.get("restriction"),
+        wanted=tuple(g for _, g in pairs),
+        wanted_fields=tuple(f for f, _ in pairs),
         simple=not kind_group and kind not in _WANTED,
+        plan=alt,
     )
 
 
@@ -84,6 +78,7 @@ class FastScanner:
         self.rules = rules or default_rules()
         self.classifier = Classifier(self.rules)
         self._alts: dict[int, dict[str, _FastAlt | None]] = {}
+        self._lean_regex: dict[int, Any] = {}
         self._programs: dict[str, tuple[tuple[Any, dict[str, _FastAlt | None]], ...] | None] = {}
 
     def _for_program(self, program: str) -> tuple[tuple[Any, dict[str, _FastAlt | None]], ...] | None:
@@ -105,8 +100,7 @@ class FastScanner:
         Same language, same alternative chosen (capturing changes no match),
         fewer captures for ``re`` to record: the scanner's hot loop is mostly this.
         """
-        key = ("lean", id(compiled))
-        cached = self._alts.get(key)  # type: ignore[call-overload]
+        cached = self._lean_regex.get(id(compiled))
         if cached is not None:
             return cached
         pattern = compiled.joined.pattern  # type: ignore[union-attr]
@@ -117,9 +111,9 @@ class FastScanner:
             for alt in self._fast_alts(compiled).values():
                 if alt is not None:
                     keep.update(alt.wanted)
-                    keep.update(alt.markers)
+                    keep.update(alt.plan.marker_groups)
             lean = re.compile(_GROUP_RE.sub(lambda m: m.group(0) if m.group(1) in keep else "(?:", pattern))
-        self._alts[key] = lean  # type: ignore[index]
+        self._lean_regex[id(compiled)] = lean
         return lean
 
     def _fast_alts(self, compiled: _CompiledFilter) -> dict[str, _FastAlt | None]:
@@ -164,7 +158,7 @@ class FastScanner:
                 elif alt.simple:
                     simple[alt.kind] += 1
                 else:
-                    self._count(stats, stats.kinds, alt, hit, line, source, lineno)
+                    self._count(stats, alt, hit, line, source, lineno)
                 break
             else:
                 slow(stats, line, source, lineno)
@@ -174,55 +168,31 @@ class FastScanner:
     def _slow(self, stats: ParseStats, line: str, source: str, lineno: int) -> None:
         stats.add(self.classifier.classify(line, source, lineno))
 
-    def _count(self, stats: ParseStats, kinds: Counter[str], alt: _FastAlt, hit: Any, line: str,
-               source: str, lineno: int) -> None:
-        kind = alt.kind
-        if kind is None or kind in _WANTED:
-            values = dict(zip(alt.wanted_fields, hit.group(*alt.wanted))) if len(alt.wanted) > 1 else (
-                {alt.wanted_fields[0]: hit.group(alt.wanted[0])} if alt.wanted else {})
-            if kind is None:
-                kind = values.get("action") or "other"
-            if kind in ("reject", "reject_warning"):
-                restriction = alt.constant_restriction
-                if alt.markers:
-                    flags = hit.group(*alt.markers) if len(alt.markers) > 1 else (hit.group(alt.markers[0]),)
-                    for flag, name in zip(flags, alt.restrictions):
-                        if flag is not None:
-                            restriction = name
-                            break
-                if restriction is None or restriction.startswith("@"):
-                    stats.add(self.classifier.classify(line, source, lineno))
-                    return
-                rbl = values.get("rbl") or values.get("alt_rbl")
-                stats.lines += 1
-                kinds[kind] += 1
-                if kind == "reject":
-                    stats.restrictions[restriction] += 1
-                    stats.rejects[(values.get("stage") or "?", restriction)] += 1
-                    if rbl:
-                        stats.rbl_zones[rbl] += 1
-                    if restriction == "unknown":
-                        stats._unexplained("restriction unknown", self.classifier.classify(line, source, lineno))
-                else:
-                    stats.warnings_by_restriction[restriction] += 1
+    def _count(self, stats: ParseStats, alt: _FastAlt, hit: Any, line: str, source: str, lineno: int) -> None:
+        """Count a rule whose kind needs fields, reading only those from the match."""
+        data: dict[str, Any] = {}
+        for name, value in zip(alt.wanted_fields, hit.group(*alt.wanted) if len(alt.wanted) > 1 else (
+                (hit.group(alt.wanted[0]),) if alt.wanted else ())):
+            if value is not None and name not in data:
+                data[name] = value
+        kind = alt.kind or data.get("action") or "other"
+        if kind in ("reject", "reject_warning"):
+            plan = alt.plan
+            restriction = plan.annotations.get("restriction")
+            if plan.marker_groups:
+                flags = hit.group(*plan.marker_groups) if len(plan.marker_groups) > 1 else (
+                    hit.group(plan.marker_groups[0]),)
+                if "" in flags:  # markers are empty groups: "" when they took part
+                    restriction = plan.marker_restrictions[flags.index("")]
+            if restriction is None or restriction.startswith("@"):
+                self._slow(stats, line, source, lineno)
                 return
-            stats.lines += 1
-            if kind == "spf":  # results need the same normalisation as classify
-                data = {k: v for k, v in values.items() if v is not None}
-                if "code" in data:
-                    data["code"] = int(data["code"])
-                _fix_spf(data)
-                kinds[kind] += 1
-                stats.spf[data["spf_result"]] += 1
-                return
-            kinds[kind] += 1
-            if kind == "sasl_failure":
-                stats.sasl_methods[values.get("sasl_method") or "?"] += 1
-            elif kind == "delivery":
-                stats.deliveries[values.get("status") or "?"] += 1
-            return
-        stats.lines += 1
-        kinds[kind] += 1
+            data["restriction"] = restriction
+        elif kind == "spf":  # results need the same normalisation as classify
+            if "code" in data:
+                data["code"] = int(data["code"])
+            _fix_spf(data)
+        stats.count(kind, data, lambda: self.classifier.classify(line, source, lineno))
 
 
 def _split_block(block: bytes) -> list[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 from maillens.events import Event
 
@@ -41,10 +41,16 @@ class ParseStats:
     examples: dict[tuple[str, str], tuple[str, int, str]] = field(default_factory=dict)  # (source, lineno, text)
 
     def add(self, ev: Event) -> None:
+        self.count(ev.kind, ev.data, ev)
+
+    def count(self, kind: str, data: Mapping[str, Any], event: Event | Callable[[], Event]) -> None:
+        """Count one line of ``kind`` with its fields ``data``.
+
+        ``event`` is the line's Event, or a function that makes it: only lines
+        listed as not understood need one, so the fast scanner builds it then.
+        """
         self.lines += 1
-        kind = ev.kind
         self.kinds[kind] += 1
-        data = ev.data
         if kind == "reject":
             restriction = data.get("restriction", "unknown")
             self.restrictions[restriction] += 1
@@ -52,7 +58,7 @@ class ParseStats:
             if data.get("rbl"):
                 self.rbl_zones[data["rbl"]] += 1
             if restriction == "unknown":
-                self._unexplained("restriction unknown", ev)
+                self._unexplained("restriction unknown", event if isinstance(event, Event) else event())
         elif kind == "reject_warning":
             self.warnings_by_restriction[data.get("restriction", "unknown")] += 1
         elif kind == "spf":
@@ -62,7 +68,7 @@ class ParseStats:
         elif kind == "delivery":
             self.deliveries[data.get("status") or "?"] += 1
         elif kind in ("other", "unparsed"):
-            self._unexplained(kind, ev)
+            self._unexplained(kind, event if isinstance(event, Event) else event())
 
     def _unexplained(self, what: str, ev: Event) -> None:
         key = (what, line_shape(ev) if what != "unparsed" else ev.raw[:80])
