@@ -360,8 +360,3 @@ _KIND_FIXERS: dict[str, Callable[[dict[str, Any]], None]] = {
     "disconnect": _fix_disconnect,
     "postscreen": _fix_postscreen_or_notice,
 }
-
-
-def classify_line(line: str, **kwargs: Any) -> Event:
-    """Classify one line with a fresh classifier (convenience for ``explain``)."""
-    return Classifier(**kwargs).classify(line)

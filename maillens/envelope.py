@@ -124,9 +124,6 @@ def _safe_datetime(year: int, month: int, day: int, h: int, m: int, s: int, tz: 
             day -= 1
 
 
-_ISO_CACHE: dict[str, datetime] = {}
-
-
 def parse_iso(text: str, tz: tzinfo) -> datetime | None:
     """RFC 3339 / ISO 8601 text to an aware datetime; ``None`` when unreadable."""
     try:

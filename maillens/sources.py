@@ -22,6 +22,7 @@ import lzma
 import os
 import re
 import sys
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -192,7 +193,7 @@ def read_chunks(path: str, size: int = BLOCK) -> Iterator[bytes]:
         while True:
             try:
                 block = stream.read(size)
-            except (EOFError, OSError, lzma.LZMAError, zlib_error()) as exc:
+            except (EOFError, OSError, lzma.LZMAError, zlib.error) as exc:
                 if isinstance(stream, io.BufferedReader) and isinstance(exc, OSError):
                     raise _open_error(path, exc) from None  # plain bytes: a real read error, not damage
                 if not produced and path != STDIN and os.path.isfile(path):
@@ -233,12 +234,6 @@ def iter_raw_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
         yield pending
 
 
-def zlib_error() -> type[BaseException]:
-    import zlib
-
-    return zlib.error
-
-
 def decode(raw: bytes) -> str:
     try:
         return raw.decode("utf-8")
@@ -271,8 +266,3 @@ def iter_events(paths: Iterable[str], classifier=None):  # type: ignore[no-untyp
         clf.start_source(item.reference_time)
         for line in read_file_lines(item.path):
             yield clf.classify(line.text, line.source, line.lineno)
-
-
-def text_stream(text: str) -> IO[bytes]:
-    """A binary stream over text (tests, ``explain``)."""
-    return io.BytesIO(text.encode("utf-8"))
