@@ -197,6 +197,14 @@ def _day(value: str | date | None) -> str | None:
     return value.isoformat()
 
 
+def _day_conditions(start: Any, end: Any) -> tuple[list[str], list[Any]]:
+    """SQL conditions (and their arguments) limiting rows to the days ``start``..``end``, if given."""
+    if start is None and end is None:
+        return [], []
+    first, last = _range(start, end)
+    return ["day BETWEEN ? AND ?"], [first, last]
+
+
 def _range(start: str | date | None, end: str | date | None) -> tuple[str, str]:
     """Inclusive day range; one day when ``end`` is omitted, everything when both are."""
     s, e = _day(start), _day(end)
@@ -527,12 +535,7 @@ class Store:
     def _message_filter(
         start: Any, end: Any, queue_id: Any, sender: Any, recipient: Any, client_ip: Any, state: Any
     ) -> tuple[str, list[Any]]:
-        conds: list[str] = []
-        args: list[Any] = []
-        if start is not None or end is not None:
-            s, e = _range(start, end)
-            conds.append("day BETWEEN ? AND ?")
-            args += [s, e]
+        conds, args = _day_conditions(start, end)
         for col, value in (("queue_id", queue_id), ("sender", sender), ("client_ip", client_ip), ("state", state)):
             if value is not None:
                 conds.append(f"{col} = ?")
@@ -556,12 +559,7 @@ class Store:
         bad = [c for c in columns if c not in EVENT_COLUMNS]
         if bad:
             raise ValueError(f"unknown event columns {bad}")
-        conds: list[str] = []
-        args: list[Any] = []
-        if start is not None or end is not None:
-            s, e = _range(start, end)
-            conds.append("day BETWEEN ? AND ?")
-            args += [s, e]
+        conds, args = _day_conditions(start, end)
         if kinds:
             conds.append(f"kind IN ({', '.join('?' * len(kinds))})")
             args += list(kinds)
