@@ -52,8 +52,12 @@ def _rss_kb(pid: int) -> int:
     return 0
 
 
-def run(cmd: list[str], stdout_path: Path | None = None) -> Run:
-    """Run ``cmd`` to completion; wall time and peak RSS of its whole process tree."""
+def run(cmd: list[str], stdout_path: Path | None = None, check: bool = True) -> Run:
+    """Run ``cmd`` to completion; wall time and peak RSS of its whole process tree.
+
+    A failed command stops the benchmark (``check``): timing a crash would
+    print a ratio that means nothing.
+    """
     out = open(stdout_path, "wb") if stdout_path else subprocess.DEVNULL
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.PIPE)
@@ -76,6 +80,8 @@ def run(cmd: list[str], stdout_path: Path | None = None) -> Run:
         out.close()  # type: ignore[union-attr]
     if proc.returncode != 0:
         sys.stderr.write(err.decode(errors="replace")[-2000:])
+        if check:
+            raise SystemExit(f"benchmark stopped: {cmd[0]} ... exited {proc.returncode}")
     return Run(seconds, peak / 1024, proc.returncode)
 
 
