@@ -248,7 +248,12 @@ class Counter:
         dh = self._hours.get(hk)
         if dh is None:
             dh = self._hours[hk] = (f"{ts.year:04d}-{ts.month:02d}-{ts.day:02d}", ts.hour)
-        day, hour = dh
+        self.feed_at(ev, *dh)
+
+    def feed_at(self, ev: Event, day: str, hour: int) -> None:
+        """``feed`` with the line's day and hour already worked out (``ingestscan`` keeps them per minute).
+
+        ``ev`` may be any object with Event's attributes (``daemon`` included)."""
         kind = ev.kind
         counts = self.counts
         lk = (day, hour, "lines")

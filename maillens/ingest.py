@@ -287,14 +287,13 @@ class Ingester:
         self.batch_lines = batch_lines
         self.block = max(1 << 14, min(BLOCK, batch_lines * 160))
         self._start_source: Callable[[Any], None] | None = None
-        years = None
         if classify is None:
-            from maillens.classify import Classifier
+            from maillens.ingestscan import IngestScanner
 
-            clf = Classifier()
-            classify, years = clf.classify, clf.years
-            self._start_source = clf.start_source
-        self.worker = BlockWorker(classify, years)
+            self.worker: BlockWorker = IngestScanner()
+            self._start_source = self.worker.years.reset  # type: ignore[union-attr]
+        else:
+            self.worker = BlockWorker(classify, None)
         # a caller's own classifier stays in this process (it may hold state we cannot seed)
         self.workers = (worker_count() if workers is None else workers) if self._start_source else 1
         self._pool: BlockPool | None = None

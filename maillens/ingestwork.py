@@ -47,9 +47,14 @@ Seed = tuple[datetime | None, int | None, datetime | None]
 
 def event_row(ev: Any, day: str) -> tuple[Any, ...]:
     """One ``events`` row (``store.EVENT_COLUMNS`` order)."""
+    return event_row_at(ev, ev.ts.timestamp(), day)
+
+
+def event_row_at(ev: Any, ts: float, day: str) -> tuple[Any, ...]:
+    """``event_row`` with the time already in epoch seconds (``ingestscan``)."""
     d = ev.data
     return (
-        ev.ts.timestamp(), day, ev.kind, ev.program, ev.pid, ev.queue_id, d.get("client_ip"),
+        ts, day, ev.kind, ev.program, ev.pid, ev.queue_id, d.get("client_ip"),
         d.get("client_name"), d.get("stage"), d.get("code"), d.get("dsn"), d.get("restriction"),
         d.get("rbl"), d.get("sender"), d.get("recipient"), d.get("helo"), d.get("sasl_method"),
         d.get("sasl_username"), d.get("spf_result"), d.get("reason"), ev.raw,
@@ -130,10 +135,9 @@ _WORKER: BlockWorker | None = None
 def _default_worker() -> BlockWorker:
     global _WORKER
     if _WORKER is None:
-        from maillens.classify import Classifier
+        from maillens.ingestscan import IngestScanner
 
-        clf = Classifier()
-        _WORKER = BlockWorker(clf.classify, clf.years)
+        _WORKER = IngestScanner()
     return _WORKER
 
 
@@ -223,9 +227,8 @@ class BlockPool:
         seed = job[3]
         if end is not None and (seed[1], seed[2]) != end:
             if self._local is None:
-                from maillens.classify import Classifier
+                from maillens.ingestscan import IngestScanner
 
-                clf = Classifier()
-                self._local = BlockWorker(clf.classify, clf.years)
+                self._local = IngestScanner()
             res = self._local.run(job[0], job[1], job[2], (seed[0], *end))
         return res, tag, res[7]

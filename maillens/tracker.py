@@ -310,13 +310,17 @@ def compact(ev: Event) -> tuple[Any, ...] | None:
     Fields per kind are what the handlers read; delivery attempts travel as
     the very dicts the message record keeps.
     """
-    kind = ev.kind
-    if kind not in TRACKED_KINDS or ev.ts is None:
+    if ev.kind not in TRACKED_KINDS or ev.ts is None:
         return None
     t = ev.ts
-    ts = t.timestamp()
+    return compact_at(ev, t.timestamp(), t.date().isoformat())
+
+
+def compact_at(ev: Any, ts: float, day: str) -> tuple[Any, ...]:
+    """``compact`` of a tracked kind, its time already in epoch seconds and day (``ingestscan``)."""
+    kind = ev.kind
     d = ev.data
-    head = (kind, ts, t.date().isoformat(), ev.queue_id)
+    head = (kind, ts, day, ev.queue_id)
     if kind == "delivery":
         delay = d.get("delay")
         return (*head, None, None, {
