@@ -433,7 +433,18 @@ class Ingester:
 
     def _commit(self, name: str, fd: int, known: bytes, end: int, lineno: int) -> int:
         """Write what the applied blocks added, with the offset they end at, in one transaction."""
-        lineno += self._lines
+        head_len = min(HEAD_LEN, end, len(known))
+        st = os.fstat(fd)
+        state = {"inode": st.st_ino, "dev": st.st_dev, "offset": end,
+                 "head": hashlib.sha1(known[:head_len]).hexdigest(), "head_len": head_len,
+                 "lines": lineno + self._lines}
+        return self._commit_state(name, state)
+
+    def _commit_state(self, name: str, state: dict[str, Any],
+                      also: Callable[[Any], None] | None = None) -> int:
+        """Write what the applied blocks added and where they end (``state``) in one
+        transaction; ``also(conn)`` adds a source's own position (the journal's cursor)."""
+        lineno = int(state["lines"])
         counts, deferred, addr, details = self.counter.drain()
         for day, n in self.tracker.incomplete.items():
             counts[(day, 0, "messages_incomplete")] = counts.get((day, 0, "messages_incomplete"), 0) + n
@@ -443,16 +454,13 @@ class Ingester:
         batch = Batch(counts=counts, deferred=deferred, addr_stats=addr, details=details, events=rows,
                       messages=messages, late_links=self.tracker.late_links)
         self.tracker.late_links = []
-        head_len = min(HEAD_LEN, end, len(known))
-        head = hashlib.sha1(known[:head_len]).hexdigest()
-        st = os.fstat(fd)
-        state = {"inode": st.st_ino, "dev": st.st_dev, "offset": end, "head": head, "head_len": head_len,
-                 "lines": lineno}
         open_state = self.tracker.open_state()
         open_state["counter"] = self.counter.open_state()
         with self.store.transaction() as conn:
             self.store.write_batch(conn, batch)
             self.store.save_source_state(conn, name, state, time.time())
+            if also is not None:
+                also(conn)
             self.store.save_open_state(conn, open_state)
         self.stats.lines += self._lines
         self.stats.batches += 1
