@@ -253,3 +253,37 @@ def test_without_a_mail_log_the_journal_is_read(tmp_path: Path, flag: list[str],
         assert names in ([], ["journal:"])
     else:  # a host whose journal this user may not read: journalctl's reason, in one line
         assert "journalctl failed" in result.stderr
+
+
+def test_worker_processes_give_the_store_of_one_straight_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The journal's blocks classified in worker processes: the same store as in this process."""
+    import maillens.ingest as ingest_mod
+    import maillens.journal as journal_mod
+    from maillens.journal import JournalIngester
+    from maillens.store import Store
+
+    require_tool("journalctl")
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    monkeypatch.setattr(ingest_mod, "POOL_MIN_BYTES", 1 << 16)
+    monkeypatch.setattr(journal_mod, "POOL_MIN_BYTES", 1 << 16)
+    monkeypatch.setattr(journal_mod, "POOL_BLOCK", 1 << 15)
+    lines = corpus_lines(6000)
+    jdir = tmp_path / "journal"
+    write_journal(jdir / "x.journal", export(lines))
+    stores = {}
+    try:
+        for workers in (1, 2):
+            db = tmp_path / f"w{workers}.db"
+            with Store.open(db) as store:
+                ing = JournalIngester(store, workers=workers, batch_lines=1000)
+                pools: list[object] = []
+                real = ing._pool_for
+                monkeypatch.setattr(ing, "_pool_for", lambda n: pools.append(real(n)) or pools[-1])
+                assert ing.run_journal(str(jdir)).lines == len(lines)
+                assert (pools[0] is not None) == (workers > 1)
+            stores[workers] = snapshot(db)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert stores[2] == stores[1] == clean_run(tmp_path, lines)
