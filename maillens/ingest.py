@@ -15,7 +15,7 @@ falls short, and what this module does instead:
    ``tell()`` is an opaque cookie.  → Files are opened in binary; lines are
    decoded with replacement; offsets are byte offsets.
 3. pygtail recognises one rotation step (``.1``, ``.1.gz``, dateext) and by
-   inode only: after two rotations between runs (``mail.log`` →
+   inode only (and gzip only): after two rotations between runs (``mail.log`` →
    ``mail.log.1`` → ``mail.log.2.gz``) or once compression changed the inode
    it resets to the live file and silently skips the rest.  → The whole rotated
    set is searched for the file we were reading, by a signature of its first
@@ -23,7 +23,11 @@ falls short, and what this module does instead:
    read in order.  The set is opened at one consistent moment (listed again
    after opening, inode by inode) and read through those handles, so a
    rotation during the run can neither swap a file under its name nor make
-   one be read twice (a half-written ``.gz`` beside its source is dropped).
+   one be read twice.  Rotated files may be plain, gzip, bzip2 or xz, whatever
+   their names say (``maillens.logcompress`` reads the magic bytes); a
+   compressed file beside its uncompressed source (``mail.log.2.xz`` next to
+   ``mail.log.2``) is still being written and is left out until the compressor
+   has removed the source.
 4. pygtail notices copytruncate only when the file is now *smaller* than the
    offset; truncated-and-regrown past it, it reads from the middle of new
    lines.  → The head signature catches that too; the copy is found by
@@ -52,14 +56,11 @@ from __future__ import annotations
 
 import fcntl
 import glob
-import gzip
 import hashlib
 import logging
 import os
 import re
-import struct
 import time
-import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,7 @@ from typing import Any, Callable, Iterator
 
 from pygtail import Pygtail
 
+from maillens import logcompress
 from maillens.counting import Counter
 from maillens.ingestwork import INHERITED_FDS, BlockPool, BlockResult, BlockWorker, worker_count
 from maillens.errors import BusyError, InputError
@@ -82,7 +84,8 @@ BATCH_LINES = 50_000
 POOL_BLOCK = 1 << 20
 #: Inputs smaller than this are read in this process: starting workers would cost more.
 POOL_MIN_BYTES = 2 << 20
-_ROTATED_N = re.compile(r"\.(\d+)(\.gz)?$")
+_ROTATED_N = re.compile(r"\.(\d+)(\.(?:gz|bz2|xz))?$")
+_DATED = re.compile(r"-\d{8}(-\d+)?(\.(?:gz|bz2|xz))?")
 
 
 class StoreTail(Pygtail):  # type: ignore[misc]
@@ -102,7 +105,8 @@ class StoreTail(Pygtail):  # type: ignore[misc]
     def _filehandle(self) -> Any:
         if not self.fh or self._is_closed():
             name = self.rotated_logfile or self.filename
-            self.fh = gzip.open(name, "rb") if name.endswith(".gz") else open(name, "rb")
+            raw = open(name, "rb")
+            self.fh = logcompress.stream(raw, "plain" if name == self.filename else logcompress.kind_of(raw.fileno()))
             self.fh.seek(self.offset)
         return self.fh
 
@@ -113,6 +117,7 @@ class Segment:
     offset: int
     live: bool
     fh: Any = None  # opened when the rotated set was taken, so later renames cannot swap it
+    kind: str = "plain"  # plain, gz, bz2 or xz (logcompress.kind_of)
 
 
 @dataclass
@@ -120,51 +125,62 @@ class _Opened:
     name: str
     fh: Any
     fd: int
-    gz: bool
-    size: int  # uncompressed (gzip's ISIZE trailer: fine below 4 GiB)
+    kind: str
+    size: int  # uncompressed: exact for plain and gzip (ISIZE, below 4 GiB), else an estimate
+    size_known: bool = True
+    _head: bytes | None = None  # the content's first HEAD_LEN bytes, decompressed once per run
+
+    @property
+    def head(self) -> bytes:
+        if self._head is None:
+            self._head = head_bytes(self.fd, self.kind, HEAD_LEN)
+        return self._head
 
 
-def _open(name: str) -> _Opened:
+def _open(name: str, live: bool = False) -> _Opened:
+    """Open one file of the set; a rotated one's compression is read from its magic bytes."""
     raw = open(name, "rb")
     fd = raw.fileno()
-    st = os.fstat(fd)
-    if not name.endswith(".gz"):
-        return _Opened(name, raw, fd, False, st.st_size)
-    isize = int(struct.unpack("<I", os.pread(fd, 4, st.st_size - 4))[0]) if st.st_size >= 4 else 0
-    return _Opened(name, gzip.GzipFile(fileobj=raw, mode="rb"), fd, True, isize)
+    kind = "plain" if live else logcompress.kind_of(fd)
+    size, exact = logcompress.content_size(fd, kind)
+    return _Opened(name, logcompress.stream(raw, kind), fd, kind, size, exact)
 
 
-def head_bytes(fd: int, gz: bool, length: int) -> bytes:
+def head_bytes(fd: int, kind: str | bool, length: int) -> bytes:
     """The first ``length`` bytes of a file's content, without moving its handle."""
-    if not gz:
-        return os.pread(fd, length, 0)
-    raw = os.pread(fd, max(65536, length * 4), 0)
-    try:
-        return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(raw, length)
-    except zlib.error:
-        return b""
+    if isinstance(kind, bool):  # the older form: gz or not
+        kind = "gz" if kind else "plain"
+    return logcompress.head(fd, kind, length)
 
 
 def _sig(f: _Opened, length: int) -> str | None:
-    data = head_bytes(f.fd, f.gz, length)
+    data = f.head[:length] if length <= HEAD_LEN else head_bytes(f.fd, f.kind, length)
     return hashlib.sha1(data).hexdigest() if len(data) == length else None
 
 
 def rotated_set(path: str) -> list[str]:
-    """The live file and its rotated siblings, newest first."""
+    """The live file and its rotated siblings, newest first.
+
+    Numbered (``mail.log.1``, ``mail.log.2.gz``) and dateext
+    (``mail.log-20261109.xz``) names, plain or ``.gz``/``.bz2``/``.xz``.  A
+    compressed file whose uncompressed source is still there is left out: the
+    compressor (gzip, bzip2, xz, logrotate's compresscmd) writes it beside
+    the source and removes the source only when done, so until then it is
+    half-written and the source holds the same lines whole.
+    """
     numbered: list[tuple[int, str]] = []
     for cand in glob.glob(glob.escape(path) + ".*"):
         m = _ROTATED_N.search(cand[len(path):])
         if m and cand[len(path):] == m.group(0):
             numbered.append((int(m.group(1)), cand))
-    dated = sorted(
-        (c for c in glob.glob(glob.escape(path) + "-[0-9]*") if re.fullmatch(r"-\d{8}(-\d+)?(\.gz)?", c[len(path):])),
-        reverse=True,
-    )
+    dated = [c for c in glob.glob(glob.escape(path) + "-[0-9]*") if _DATED.fullmatch(c[len(path):])]
+    strip = logcompress.strip_ext
+    dated.sort(key=lambda c: (strip(c), strip(c) == c), reverse=True)  # newest first, plain before compressed
     out = [path] if os.path.exists(path) else []
     out += [c for _, c in sorted(numbered)]
     out += dated
-    return out
+    present = set(out)
+    return [c for c in out if c == path or strip(c) == c or strip(c) not in present]
 
 
 def _close(files: list[_Opened]) -> None:
@@ -177,19 +193,19 @@ def snapshot(path: str, attempts: int = 8) -> list[_Opened]:
 
     Listing and opening race with logrotate's renames, so the names are listed
     again after opening: if any name now leads to another file, try again.  A
-    half-written ``.gz`` (logrotate compressing ``.2`` while ``.2`` still
-    exists) has the same first bytes as its source and is dropped.
+    compressed file with the same first bytes as a newer one (the same content
+    twice) is dropped; ``rotated_set`` already leaves out one still being written.
     """
     for attempt in range(attempts):
         names = rotated_set(path)
         opened: list[_Opened] = []
         try:
             for name in names:
-                opened.append(_open(name))
+                opened.append(_open(name, name == path))
             stable = rotated_set(path) == names and all(
                 os.stat(f.name).st_ino == os.fstat(f.fd).st_ino for f in opened
             )
-        except (FileNotFoundError, struct.error, OSError):
+        except OSError:
             stable = False
         if stable:
             out: list[_Opened] = []
@@ -217,20 +233,21 @@ def resolve(path: str, state: dict[str, Any] | None) -> list[Segment]:
     files = snapshot(path)
     chosen: list[Segment] = []
     if state is None:  # first run: the whole rotated set, oldest first (history for past-day reports)
-        chosen = [Segment(f.name, 0, f.name == path, f.fh) for f in reversed(files)]
+        chosen = [Segment(f.name, 0, f.name == path, f.fh, f.kind) for f in reversed(files)]
     elif not int(state.get("offset") or 0) or not state.get("head_len"):
-        chosen = [Segment(f.name, 0, True, f.fh) for f in files if f.name == path]
+        chosen = [Segment(f.name, 0, True, f.fh, f.kind) for f in files if f.name == path]
     else:
         offset, head, head_len = int(state["offset"]), state["head"], int(state["head_len"])
         for i, f in enumerate(files):
-            if f.size >= offset and _sig(f, head_len) == head:
-                chosen = [Segment(f.name, offset, f.name == path, f.fh)]
-                chosen += [Segment(g.name, 0, g.name == path, g.fh) for g in reversed(files[:i])]
+            # an estimated size (bzip2, xz) never rules a file out: the signature decides
+            if (f.size >= offset or not f.size_known) and _sig(f, head_len) == head:
+                chosen = [Segment(f.name, offset, f.name == path, f.fh, f.kind)]
+                chosen += [Segment(g.name, 0, g.name == path, g.fh, g.kind) for g in reversed(files[:i])]
                 break
         else:
             log.warning("%s: the file last read (offset %d) is not in its rotated set any more; "
                         "reading %s from the start", path, offset, path)
-            chosen = [Segment(f.name, 0, True, f.fh) for f in files if f.name == path]
+            chosen = [Segment(f.name, 0, True, f.fh, f.kind) for f in files if f.name == path]
     keep = {id(s.fh) for s in chosen}
     _close([f for f in files if id(f.fh) not in keep])
     return chosen
@@ -350,19 +367,19 @@ class Ingester:
         tail = StoreTail(name, seg.offset, None if seg.live else seg.path)
         tail.fh = seg.fh  # pygtail reads the handle opened with the snapshot
         fh = tail._filehandle()
-        plain = not seg.path.endswith(".gz")
+        plain = seg.kind == "plain"
         fd = fh.fileno()
         try:
-            fh.seek(seg.offset)
-        except (EOFError, OSError, gzip.BadGzipFile):
-            return False, True
-        reader = _SegmentReader(seg, fh, fd, plain, head_bytes(fd, not plain, min(seg.offset, HEAD_LEN)))
+            fh.seek(seg.offset)  # a compressed file is decompressed up to there
+        except logcompress.DECOMPRESS_ERRORS:
+            return False, True  # a compressed file that breaks off before the offset: resolve again
+        reader = _SegmentReader(seg, fh, fd, plain, head_bytes(fd, seg.kind, min(seg.offset, HEAD_LEN)))
         from datetime import datetime
 
         reference = datetime.fromtimestamp(os.fstat(fd).st_mtime).astimezone()
         if self._start_source is not None:  # traditional time stamps get their year from the file's time
             self._start_source(reference)
-        remaining = os.fstat(fd).st_size - seg.offset if plain else _gz_size(fd) - seg.offset
+        remaining = _content_size(fd, seg.kind) - seg.offset  # bzip2/xz: an estimate, enough for this
         pool = self._pool_for(remaining)
         lineno = lines_done
         progressed = False
@@ -415,7 +432,18 @@ class Ingester:
 
     def _commit(self, name: str, fd: int, known: bytes, end: int, lineno: int) -> int:
         """Write what the applied blocks added, with the offset they end at, in one transaction."""
-        lineno += self._lines
+        head_len = min(HEAD_LEN, end, len(known))
+        st = os.fstat(fd)
+        state = {"inode": st.st_ino, "dev": st.st_dev, "offset": end,
+                 "head": hashlib.sha1(known[:head_len]).hexdigest(), "head_len": head_len,
+                 "lines": lineno + self._lines}
+        return self._commit_state(name, state)
+
+    def _commit_state(self, name: str, state: dict[str, Any],
+                      also: Callable[[Any], None] | None = None) -> int:
+        """Write what the applied blocks added and where they end (``state``) in one
+        transaction; ``also(conn)`` adds a source's own position (the journal's cursor)."""
+        lineno = int(state["lines"])
         counts, deferred, addr, details = self.counter.drain()
         for day, n in self.tracker.incomplete.items():
             counts[(day, 0, "messages_incomplete")] = counts.get((day, 0, "messages_incomplete"), 0) + n
@@ -425,16 +453,13 @@ class Ingester:
         batch = Batch(counts=counts, deferred=deferred, addr_stats=addr, details=details, events=rows,
                       messages=messages, late_links=self.tracker.late_links)
         self.tracker.late_links = []
-        head_len = min(HEAD_LEN, end, len(known))
-        head = hashlib.sha1(known[:head_len]).hexdigest()
-        st = os.fstat(fd)
-        state = {"inode": st.st_ino, "dev": st.st_dev, "offset": end, "head": head, "head_len": head_len,
-                 "lines": lineno}
         open_state = self.tracker.open_state()
         open_state["counter"] = self.counter.open_state()
         with self.store.transaction() as conn:
             self.store.write_batch(conn, batch)
             self.store.save_source_state(conn, name, state, time.time())
+            if also is not None:
+                also(conn)
             self.store.save_open_state(conn, open_state)
         self.stats.lines += self._lines
         self.stats.batches += 1
@@ -454,8 +479,15 @@ def _replaced(fd: int, path: str) -> bool:
 
 def _gz_size(fd: int) -> int:
     """A gzip file's uncompressed size (its ISIZE trailer: fine below 4 GiB)."""
-    size = os.fstat(fd).st_size
-    return int(struct.unpack("<I", os.pread(fd, 4, size - 4))[0]) if size >= 4 else 0
+    return logcompress.content_size(fd, "gz")[0]
+
+
+def _content_size(fd: int, kind: str) -> int:
+    """The uncompressed size, for ``_pool_for`` only: bzip2 and xz keep no size
+    trailer, so theirs is an estimate from the compressed size
+    (``logcompress.ESTIMATE_RATIO``); a wrong guess only starts workers for a
+    small file or reads a big one in this process, it never changes what is read."""
+    return logcompress.content_size(fd, kind)[0]
 
 
 class _SegmentReader:
@@ -464,21 +496,46 @@ class _SegmentReader:
     def __init__(self, seg: Segment, fh: Any, fd: int, plain: bool, known: bytes) -> None:
         self.seg, self.fh, self.fd, self.plain, self.known = seg, fh, fd, plain, known
         self.moved = False
+        self._broken: BaseException | None = None
         #: The byte offset up to which every yielded block reaches.
         self.committable = seg.offset
 
+    def _read(self, size: int) -> bytes:
+        """Up to ``size`` bytes.  A compressed file is read in ``read1`` steps: its
+        ``read(size)`` throws away what it decompressed when the data breaks off
+        part-way, and that part is exactly what a file still being written has."""
+        if self.plain:
+            return self.fh.read(size)  # type: ignore[no-any-return]
+        if self._broken is not None:
+            raise self._broken
+        parts: list[bytes] = []
+        got = 0
+        while got < size:
+            try:
+                piece = self.fh.read1(size - got)
+            except logcompress.DECOMPRESS_ERRORS as exc:
+                if not parts:
+                    raise
+                self._broken = exc  # hand out what came before; the next read reports the break
+                break
+            if not piece:
+                break
+            parts.append(piece)
+            got += len(piece)
+        return b"".join(parts)
+
     def blocks(self, size: int) -> Iterator[tuple[bytes, int, int]]:
         """``(bytes of whole lines, their line count, offset after them)``."""
-        seg, fh, fd, plain = self.seg, self.fh, self.fd, self.plain
+        seg, fd, plain = self.seg, self.fd, self.plain
         rpos = pos = seg.offset
         carry = b""
         while True:
             try:
-                block = fh.read(size)
-            except (EOFError, gzip.BadGzipFile, OSError) as exc:
+                block = self._read(size)
+            except logcompress.DECOMPRESS_ERRORS as exc:
                 if plain:
                     raise InputError(f"cannot read {seg.path}: {exc}") from None
-                self.moved = True  # a .gz still being written: resolve again
+                self.moved = True  # a compressed file that breaks off (still being written): resolve again
                 return
             known = self.known
             if len(known) < HEAD_LEN and block and rpos <= len(known):

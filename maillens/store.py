@@ -36,7 +36,8 @@ Schema (version ``SCHEMA_VERSION``; ``PRAGMA user_version`` holds it):
     actions and the connection troubles (``STORED_EVENT_KINDS``).
 ``sources``
     Where each input stopped: file identity (inode, head signature) and
-    byte offset, committed with the batch it covers.
+    byte offset, or for the journal its ``cursor``; committed with the batch
+    it covers.
 ``open_state``
     The tracker's open messages and sessions between runs (JSON).
 
@@ -71,7 +72,7 @@ from typing import Any, Iterable, Iterator, Sequence
 from maillens.errors import ConfigError, StoreError
 
 #: The schema this code writes.  Bump it and add a ``_MIGRATIONS`` step.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: Hourly counters (``counts.name``).  The first block is pflogsumm's.
 COUNTERS: tuple[str, ...] = (
@@ -175,7 +176,12 @@ CREATE INDEX deliveries_recipient ON deliveries (recipient);
 CREATE INDEX events_client_ip ON events (client_ip, ts);
 """
 
-_MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2}
+# Version 3: where a journal source stopped is a journalctl cursor, not a byte offset.
+_V3 = """
+ALTER TABLE sources ADD COLUMN cursor TEXT;
+"""
+
+_MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2, 3: _V3}
 
 
 def default_db_path() -> Path:

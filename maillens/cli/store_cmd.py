@@ -32,6 +32,11 @@ def _db(ctx: click.Context, db: str | None) -> Path:
     return Path(configured) if configured else default_db_path()
 
 
+def _log_exists(path: str) -> bool:
+    """The log or, just after a rotation, one of its rotated files."""
+    return Path(path).exists() or bool(list(Path(path).parent.glob(Path(path).name + ".*")))
+
+
 @click.command()
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
 @db_option
@@ -39,6 +44,10 @@ def _db(ctx: click.Context, db: str | None) -> Path:
               help="Seconds to wait for another running ingest before giving up.")
 @click.option("--batch-lines", type=click.IntRange(100), default=50_000, show_default=True,
               help="Lines per transaction (each commits its offset with its figures).")
+@click.option("--journal", "use_journal", is_flag=True,
+              help="Read the systemd journal's mail entries (after any FILE); the default when there is no mail log.")
+@click.option("--journal-dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Read the journal files in DIR (journalctl --directory), e.g. copied from another host.")
 @click.option("--bans", "run_bans", is_flag=True,
               help="Then let the jails judge the new events (as 'maillens bans' does from the store).")
 @click.option("--bans-output", type=click.Path(dir_okay=False), default=None,
@@ -48,11 +57,13 @@ def _db(ctx: click.Context, db: str | None) -> Path:
 @click.pass_context
 @handle_errors
 def ingest(ctx: click.Context, files: tuple[str, ...], db: str | None, wait: float, batch_lines: int,
-           run_bans: bool, bans_output: str | None, bans_format: str, bans_apply: bool) -> None:
-    """Read what is new in FILE... (default /var/log/mail.log) into the store.
+           use_journal: bool, journal_dir: str | None, run_bans: bool, bans_output: str | None, bans_format: str, bans_apply: bool) -> None:
+    """Read what is new in FILE... (default /var/log/mail.log, else the journal) into the store.
 
     Run it every few minutes (cron, systemd timer): it continues where the
-    last run stopped, across rename-and-create and copytruncate rotation.
+    last run stopped, across rename-and-create and copytruncate rotation
+    (rotated files plain or compressed with gzip, bzip2 or xz), and in the
+    journal from the cursor it committed.
     With --bans the jails then judge what was added, so one timer keeps both
     the store and the block list current.
     """
@@ -60,17 +71,25 @@ def ingest(ctx: click.Context, files: tuple[str, ...], db: str | None, wait: flo
         raise UsageError("--bans-output and --bans-apply go with --bans")
     from maillens.ingest import ingest as run_ingest
 
-    paths = list(files) or [DEFAULT_LOG]
+    journal = use_journal or journal_dir is not None or (not files and not _log_exists(DEFAULT_LOG))
+    paths = list(files) or ([] if journal else [DEFAULT_LOG])
     max_age = load_settings(ctx).get("store", "incomplete_after")
     if max_age is not None and (not isinstance(max_age, (int, float)) or isinstance(max_age, bool) or max_age <= 0):
         raise UsageError("[store] incomplete_after must be a positive number of seconds (default 518400, 6 days)")
     for p in paths:
-        if not Path(p).exists() and not list(Path(p).parent.glob(Path(p).name + ".*")):
-            raise UsageError(f"{p} does not exist; give the mail log to read (ingest does not read the journal yet)")
-    stats = run_ingest(paths, _db(ctx, db), wait=wait, batch_lines=batch_lines,
-                       max_age=float(max_age) if max_age is not None else None)
+        if not _log_exists(p):
+            raise UsageError(f"{p} does not exist; give the mail log to read, or --journal for the systemd journal")
+    age = float(max_age) if max_age is not None else None
+    if journal:
+        from maillens.journal import ingest_journal
+
+        stats = ingest_journal(_db(ctx, db), directory=journal_dir, paths=paths, wait=wait, batch_lines=batch_lines,
+                               max_age=age)
+    else:
+        stats = run_ingest(paths, _db(ctx, db), wait=wait, batch_lines=batch_lines, max_age=age)
     click.echo(
-        f"ingested {stats.lines} lines from {stats.files} file(s): {stats.messages} messages closed, "
+        f"ingested {stats.lines} lines from {stats.files} file(s){' and the journal' if journal else ''}: "
+        f"{stats.messages} messages closed, "
         f"{stats.events} events stored",
         err=True,
     )
