@@ -240,6 +240,12 @@ def smtpd_reject_key(rmdr: str) -> tuple[str, str, str] | None:
     return rej_typ, reas, gimme_domain(rej_from)
 
 
+def _qid_of(msg: str) -> str:
+    """pflogsumm's ``$qid``: the message's first run of characters other than ``:`` and white space."""
+    m = _QID.match(msg)
+    return m.group(0) if m else ""
+
+
 def pflogsumm_cmd(program: str | None, syslog_name: str = "postfix") -> str | None:
     """The daemon name a line is filed under, or None when pflogsumm skips the line.
 
@@ -383,9 +389,8 @@ class Counter:
                 self._inc(day, hour, _REJ_COUNTER[sub])
                 self._detail(day, _REJ_SECTION[sub], cmd, reas, rest)
                 return
-        mq = _QID.match(msg)
-        qid = mq.group(0) if mq else ""
-        if qid[:1] in _WORD_STARTS:
+        if msg[:1] in _WORD_STARTS:  # (the queue-ID-like first word starts with the message's first character)
+            qid = _qid_of(msg)
             if qid in ("warning", "fatal", "panic"):
                 rmdr = self._rmdr(ev)
                 m = _AFTER_WORD[qid].match(rmdr)
@@ -406,14 +411,14 @@ class Counter:
             if "client=" in msg:
                 m = _CLIENT.match(msg)
                 if m:
-                    self._received(qid, gimme_domain(m.group(1)), day, hour)
+                    self._received(_qid_of(msg), gimme_domain(m.group(1)), day, hour)
                     return
             if ": reject" in msg or ": hold: " in msg or ": discard: " in msg:
                 m = _SMTPD_REJ.match(msg)
                 if m:
                     self._smtpd_reject(ev, m.group(1), day, hour)
             return
-        self._other(ev, msg, cmd, qid, day, hour)
+        self._other(ev, msg, cmd, day, hour)
 
     def _received(self, qid: str, whence: str, day: str, hour: int) -> None:
         self._inc(day, hour, "received")
@@ -438,20 +443,20 @@ class Counter:
         if key is not None:
             self._detail(day, _REJ_SECTION[sub], *key)
 
-    def _other(self, ev: Event, msg: str, cmd: str, qid: str, day: str, hour: int) -> None:
+    def _other(self, ev: Event, msg: str, cmd: str, day: str, hour: int) -> None:
         if "size=" in msg:
             m = _FROM_SIZE.search(msg)
             if m:
-                self._sized(qid, m.group(1), int(m.group(2)), day, hour)
+                self._sized(_qid_of(msg), m.group(1), int(m.group(2)), day, hour)
                 return
         if "to=<" in msg:
             m = _TO.search(msg)
             if m:
-                self._delivery(ev, cmd, qid, m, day, hour)
+                self._delivery(ev, cmd, _qid_of(msg), m, day, hour)
                 return
         if cmd == "pickup":
             if _PICKUP.search(msg):
-                self._received(qid, "pickup", day, hour)
+                self._received(_qid_of(msg), "pickup", day, hour)
             return
         if cmd == "smtp" and "connect to " in msg:
             rmdr = self._rmdr(ev)

@@ -328,6 +328,7 @@ class Ingester:
             for path in paths:
                 self._ingest_path(os.path.abspath(path))
         finally:
+            self.store.rollback()  # rows written ahead of a batch that was never committed
             if self._pool is not None:
                 self._pool.close()
         return self.stats
@@ -429,6 +430,7 @@ class Ingester:
                 feed(op)
         self._rows += rows
         self._lines += lines
+        self._write_ahead()
 
     def _commit(self, name: str, fd: int, known: bytes, end: int, lineno: int) -> int:
         """Write what the applied blocks added, with the offset they end at, in one transaction."""
@@ -455,18 +457,38 @@ class Ingester:
         self.tracker.late_links = []
         open_state = self.tracker.open_state()
         open_state["counter"] = self.counter.open_state()
-        with self.store.transaction() as conn:
-            self.store.write_batch(conn, batch)
-            self.store.save_source_state(conn, name, state, time.time())
-            if also is not None:
-                also(conn)
-            self.store.save_open_state(conn, open_state)
+        conn = self.store.begin()  # open since the batch's first block (``_write_ahead``), or now
+        self.store.write_batch(conn, batch)
+        self.store.save_source_state(conn, name, state, time.time())
+        if also is not None:
+            also(conn)
+        self.store.save_open_state(conn, open_state)
+        self.store.commit()
         self.stats.lines += self._lines
         self.stats.batches += 1
         self.stats.messages += len(messages)
         self.stats.events += len(rows)
         self._lines = 0
         return lineno
+
+    def _write_ahead(self) -> None:
+        """The events and closed messages of the blocks applied so far, into the batch's transaction.
+
+        Written as blocks arrive, so SQLite works while the worker processes
+        classify the next blocks instead of after the last one; nothing is
+        committed before ``_commit_state`` adds the offset, and a failure
+        before then rolls it all back (``run``).
+        """
+        rows, self._rows = self._rows, []
+        messages = self.tracker.drain()
+        links, self.tracker.late_links = self.tracker.late_links, []
+        if not (rows or messages or links):
+            return
+        conn = self.store.begin()
+        self.store.write_events(conn, rows)
+        self.store.write_messages(conn, messages, links)
+        self.stats.events += len(rows)
+        self.stats.messages += len(messages)
 
 
 def _replaced(fd: int, path: str) -> bool:

@@ -168,6 +168,7 @@ class JournalIngester(Ingester):
         try:
             self._ingest_journal(directory)
         finally:
+            self.store.rollback()  # rows written ahead of a batch that was never committed
             if self._pool is not None:
                 self._pool.close()
                 self._pool = None

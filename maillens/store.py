@@ -72,7 +72,7 @@ from typing import Any, Iterable, Iterator, Sequence
 from maillens.errors import ConfigError, StoreError
 
 #: The schema this code writes.  Bump it and add a ``_MIGRATIONS`` step.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: Hourly counters (``counts.name``).  The first block is pflogsumm's.
 COUNTERS: tuple[str, ...] = (
@@ -181,7 +181,26 @@ _V3 = """
 ALTER TABLE sources ADD COLUMN cursor TEXT;
 """
 
-_MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2, 3: _V3}
+# Version 4: look-ups by client and sender indexed within each day.  Indexed on the
+# address alone, every batch inserted at random places all over a store's whole
+# history: thousands of pages written per run (and checkpointed) for a few
+# thousand rows.  Within a day, a batch touches only its own days' part of the
+# index; a look-up over all days asks each day (``_ALL_DAYS``), a few dozen probes.
+_V4 = """
+DROP INDEX messages_sender;
+DROP INDEX messages_client_ip;
+DROP INDEX messages_day;
+DROP INDEX events_client_ip;
+CREATE INDEX messages_day_sender ON messages (day, sender);
+CREATE INDEX messages_day_client_ip ON messages (day, client_ip);
+CREATE INDEX events_day_client_ip ON events (day, client_ip);
+"""
+
+_MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2, 3: _V3, 4: _V4}
+
+#: Every day the store holds (each stored message and event has a counted line on its day):
+#: the leading column for the day-first indexes when a look-up spans all days.
+_ALL_DAYS = "day IN (SELECT DISTINCT day FROM counts)"
 
 
 def default_db_path() -> Path:
@@ -329,8 +348,27 @@ class Store:
             raise
         conn.execute("COMMIT")
 
+    def begin(self) -> sqlite3.Connection:
+        """Open a write transaction unless one is open; ``commit()`` or ``rollback()`` ends it.
+
+        ``maillens ingest`` writes a batch's rows as its blocks arrive (SQLite
+        works while the worker processes classify the next blocks) and commits
+        them with the read offset at the batch's end.
+        """
+        conn = self.connection
+        if not conn.in_transaction:
+            conn.execute("BEGIN IMMEDIATE")
+        return conn
+
+    def commit(self) -> None:
+        self.connection.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self.connection.in_transaction:
+            self.connection.execute("ROLLBACK")
+
     def write_batch(self, conn: sqlite3.Connection, batch: Batch) -> None:
-        """Add one batch's figures (inside ``transaction()``)."""
+        """Add one batch's figures (inside ``transaction()`` or ``begin()``)."""
         if batch.counts:
             conn.executemany(
                 "INSERT INTO counts VALUES (?, ?, ?, ?) ON CONFLICT (day, hour, name) "
@@ -353,12 +391,22 @@ class Store:
                 "DO UPDATE SET count = count + excluded.count",
                 [(*k, v) for k, v in batch.details.items()],
             )
-        if batch.events:
+        self.write_events(conn, batch.events)
+        self.write_messages(conn, batch.messages, batch.late_links)
+
+    @staticmethod
+    def write_events(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+        """Rows of ``events`` (``EVENT_COLUMNS`` order)."""
+        if rows:
             marks = ", ".join("?" * len(EVENT_COLUMNS))
-            conn.executemany(f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({marks})", batch.events)
-        if batch.messages:
-            self._write_messages(conn, batch.messages)
-        for child, parent in batch.late_links:
+            conn.executemany(f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({marks})", rows)
+
+    def write_messages(self, conn: sqlite3.Connection, messages: list[dict[str, Any]],
+                       late_links: list[tuple[str, str]]) -> None:
+        """Closed message records, then the notice-to-parent links learnt after a notice was stored."""
+        if messages:
+            self._write_messages(conn, messages)
+        for child, parent in late_links:
             conn.execute(
                 "UPDATE messages SET parent_queue_id = ?, origin = coalesce(origin, 'bounce') WHERE id = "
                 "(SELECT max(id) FROM messages WHERE queue_id = ?) AND parent_queue_id IS NULL",
@@ -546,6 +594,8 @@ class Store:
             if value is not None:
                 conds.append(f"{col} = ?")
                 args.append(value)
+        if start is None and end is None and queue_id is None and (sender is not None or client_ip is not None):
+            conds.insert(0, _ALL_DAYS)
         if recipient is not None:
             conds.append("id IN (SELECT message FROM deliveries WHERE recipient = ?)")
             args.append(recipient)
@@ -570,6 +620,8 @@ class Store:
             conds.append(f"kind IN ({', '.join('?' * len(kinds))})")
             args += list(kinds)
         if client_ip is not None:
+            if start is None and end is None:
+                conds.insert(0, _ALL_DAYS)
             conds.append("client_ip = ?")
             args.append(client_ip)
         if since_ts is not None:

@@ -77,7 +77,7 @@ def test_version_1_store_is_migrated(tmp_path: Path) -> None:
         assert store.schema_version == SCHEMA_VERSION
         assert store.daily_rollup("2026-01-01")["received"] == 7
         indexes = {r[0] for r in store.connection.execute("SELECT name FROM sqlite_master WHERE type='index'")}
-        assert {"messages_sender", "events_client_ip"} <= indexes
+        assert {"messages_day_sender", "events_day_client_ip", "messages_day_client_ip"} <= indexes
 
 
 def test_newer_store_is_refused_with_a_clear_message(tmp_path: Path) -> None:
