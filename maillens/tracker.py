@@ -133,8 +133,10 @@ class Tracker:
         if state == "incomplete":
             day = msg["day"]
             self.incomplete[day] = self.incomplete.get(day, 0) + 1
-            if self.on_evict is not None:
-                self.on_evict(qid)
+        if self.on_evict is not None and (state == "incomplete" or state == "abandoned"):
+            # qmgr's "removed" line ends the counting state of the others; without these the
+            # per-message state of every message a client abandoned would be kept for ever
+            self.on_evict(qid)
         self.finished.append(msg)
 
     def sweep(self, now: float) -> None:

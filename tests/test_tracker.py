@@ -134,3 +134,23 @@ def test_state_survives_a_restart_between_lines() -> None:
     for ev in events[cut:]:
         b.feed(ev)
     assert first + b.drain() == one.drain()
+
+
+@pytest.mark.parametrize("name", ["real-postfix-dev", "real-postfix-suggest-dev"])
+def test_counting_state_follows_the_open_messages(name: str) -> None:
+    """pflogsumm's per-message state (size, origin) lives only as long as the tracker's record.
+
+    Messages a client abandoned never get qmgr's "removed" line: their counting
+    state must go when the tracker closes them, or it grows with the log.
+    """
+    from maillens.counting import Counter
+
+    counter = Counter()
+    tracker = Tracker(on_evict=counter.forget)
+    abandoned = 0
+    for ev in corpus_events(name):
+        counter.feed(ev)
+        tracker.feed(ev)
+        abandoned += sum(m["state"] == "abandoned" for m in tracker.drain())
+    assert abandoned > 0  # the corpus has clients that leave before the message is queued
+    assert set(counter.open) <= set(tracker.open)
