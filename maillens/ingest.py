@@ -70,7 +70,7 @@ from pygtail import Pygtail
 
 from maillens import logcompress
 from maillens.counting import Counter
-from maillens.ingestwork import INHERITED_FDS, BlockPool, BlockResult, BlockWorker, worker_count
+from maillens.ingestwork import INHERITED_FDS, BlockPool, BlockResult, BlockWorker, lean_gc, worker_count
 from maillens.errors import BusyError, InputError
 from maillens.store import Batch, Store
 from maillens.tracker import Tracker
@@ -587,7 +587,7 @@ def ingest(paths: list[str], db: str | os.PathLike[str] | None = None, *, wait: 
     from maillens.store import default_db_path
 
     db_path = Path(db) if db is not None else default_db_path()
-    with ingest_lock(db_path, wait):
+    with ingest_lock(db_path, wait), lean_gc():
         with Store.open(db_path) as store:
             return Ingester(store, batch_lines=batch_lines, classify=classify, max_age=max_age,
                             workers=workers).run(paths)

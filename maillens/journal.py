@@ -253,12 +253,13 @@ def ingest_journal(db: str | os.PathLike[str] | None = None, *, directory: str |
                    max_age: float | None = None, workers: int | None = None) -> IngestStats:
     """One ``maillens ingest --journal``: lock, open the store, read FILEs (if any) then the journal."""
     from maillens.ingest import BATCH_LINES
+    from maillens.ingestwork import lean_gc
     from maillens.store import default_db_path
 
     db_path = Path(db) if db is not None else default_db_path()
     journalctl()  # before the lock and the store: a missing tool is the user's first news
     started = time.monotonic()
-    with ingest_lock(db_path, wait):
+    with ingest_lock(db_path, wait), lean_gc():
         with Store.open(db_path) as store:
             ing = JournalIngester(store, batch_lines=batch_lines or BATCH_LINES, max_age=max_age, workers=workers)
             if paths:
