@@ -515,11 +515,17 @@ class Filter:
 
     detector: "DateDetector | None" = field(default=None, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
+    def date_detector(self) -> "DateDetector":
+        """fail2ban's date detector for this filter, built on first use.
+
+        Only fail2ban-order matching needs it; classifying with the joined rules
+        never does, and building the templates costs every command ~20 ms.
+        """
         if self.detector is None:
             from maillens.datedetect import DateDetector
 
             self.detector = DateDetector.for_datepattern(self.datepattern)
+        return self.detector
 
     def matcher(self) -> "Matcher":
         """A matcher that keeps fail2ban's state between lines (line buffer, multi-line ids)."""

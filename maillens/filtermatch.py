@@ -120,7 +120,7 @@ class Matcher:
 
     def __init__(self, flt: Filter) -> None:
         self.flt = flt
-        self.detector = flt.detector
+        self.detector = flt.date_detector()
         self.buffer: list[TupleLine] = []
         self._mlfid_cache: OrderedDict[str, tuple[dict[str, Any], float]] | None = None
 
