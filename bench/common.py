@@ -52,7 +52,7 @@ def _rss_kb(pid: int) -> int:
     return 0
 
 
-def run(cmd: list[str], stdout_path: Path | None = None, check: bool = True) -> Run:
+def run(cmd: list[str], stdout_path: Path | None = None, check: bool = True, memory: bool = True) -> Run:
     """Run ``cmd`` to completion; wall time and peak RSS of its whole process tree.
 
     A failed command stops the benchmark (``check``): timing a crash would
@@ -71,11 +71,13 @@ def run(cmd: list[str], stdout_path: Path | None = None, check: bool = True) -> 
             time.sleep(0.02)
 
     sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
+    if memory:  # reading smaps_rollup costs CPU too: time without it where the time is the point
+        sampler.start()
     _, err = proc.communicate()
     seconds = time.perf_counter() - start
     done.set()
-    sampler.join()
+    if memory:
+        sampler.join()
     if stdout_path:
         out.close()  # type: ignore[union-attr]
     if proc.returncode != 0:
