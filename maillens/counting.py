@@ -395,7 +395,7 @@ class Counter:
                 self._inc(day, hour, _REJ_COUNTER[sub])
                 self._detail(day, _REJ_SECTION[sub], cmd, reas, rest)
                 return
-        if msg[:1] in _WORD_STARTS:  # (the queue-ID-like first word starts with the message's first character)
+        if msg.startswith(_WORDS):  # (the queue-ID-like first word can be one of them only then)
             qid = _qid_of(msg)
             if qid in ("warning", "fatal", "panic"):
                 rmdr = self._rmdr(ev)
@@ -583,7 +583,8 @@ class Counter:
         self.open.pop(qid, None)
 
 
-_WORD_STARTS: Final = frozenset("wfprhd")
+#: The first words pflogsumm files a line under (warnings, rejects) instead of a queue ID.
+_WORDS: Final = ("warning", "fatal", "panic", "reject", "reject_warning", "hold", "discard")
 
 #: Kinds with nothing for ``_extras`` (the common ones: skip the call).
 _PLAIN_KINDS: Final = frozenset({"received", "cleanup", "queued", "delivery", "disconnect", "tls", "other",
