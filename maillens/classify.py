@@ -26,7 +26,7 @@ from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from maillens.envelope import YearInference, parse_envelope
+from maillens.envelope import YearInference, log_int, parse_envelope
 from maillens.events import Event
 from maillens.filterconf import Filter, FilterRegex, load_filter, parsers_dir
 
@@ -289,10 +289,9 @@ def _finish_planned(event: Event, data: dict[str, Any], restriction: str | None,
         data["restriction"] = restriction
     for name in alt.int_fields:
         if name in data:
-            try:
-                data[name] = int(data[name])
-            except (TypeError, ValueError):
-                pass
+            number = log_int(data[name])
+            if number is not None:
+                data[name] = number
     for name in alt.float_fields:
         if name in data:
             try:
@@ -350,13 +349,17 @@ def _finish_event(event: Event, data: dict[str, Any], restriction: str | None, q
         kind = data.pop(kind[1:], "other")
     if restriction is not None:
         data["restriction"] = restriction
-    for converter, names in ((int, int_fields), (float, float_fields)):
-        for name in names:
-            if name in data:
-                try:
-                    data[name] = converter(data[name])
-                except (TypeError, ValueError):
-                    pass
+    for name in int_fields:
+        if name in data:
+            number = log_int(data[name])
+            if number is not None:
+                data[name] = number
+    for name in float_fields:
+        if name in data:
+            try:
+                data[name] = float(data[name])
+            except (TypeError, ValueError):
+                pass
     event.kind = kind
     event.rule = rule_id
     fixer = _KIND_FIXERS.get(kind)
@@ -399,8 +402,10 @@ def _fix_disconnect(data: dict[str, Any]) -> None:
         return
     commands: dict[str, list[int]] = {}
     for name, ok, total in _COUNTER_RE.findall(counters):
-        good = int(ok)
-        commands[name] = [good, int(total) if total else good]
+        good = log_int(ok)
+        whole = log_int(total) if total else good
+        if good is not None and whole is not None:  # (absurd numbers are left out, never raised on)
+            commands[name] = [good, whole]
     data["commands"] = commands
 
 

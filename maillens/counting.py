@@ -19,8 +19,10 @@ dropped when the message is removed, so memory follows the open messages.
 from __future__ import annotations
 
 import re
+from math import isfinite
 from typing import Any, Final
 
+from maillens.envelope import log_int
 from maillens.events import Event
 
 #: pflogsumm's text patterns, copied from /usr/sbin/pflogsumm (1.1.5).
@@ -453,7 +455,7 @@ class Counter:
         if "size=" in msg:
             m = _FROM_SIZE.search(msg)
             if m:
-                self._sized(_qid_of(msg), m.group(1), int(m.group(2)), day, hour)
+                self._sized(_qid_of(msg), m.group(1), log_int(m.group(2)) or 0, day, hour)
                 return
         if "to=<" in msg:
             m = _TO.search(msg)
@@ -499,6 +501,8 @@ class Counter:
         try:
             delay = float(delay_s)
         except ValueError:
+            delay = 0.0
+        if not isfinite(delay):  # "delay=1e400", "delay=nan": not a delay, and round() would raise
             delay = 0.0
         if status == "sent":
             if "forwarded as " in to_rmdr:

@@ -157,10 +157,25 @@ def parse_envelope(line: str, years: YearInference) -> Envelope | None:
     return None
 
 
+#: The largest number read from log text as a number: SQLite's INTEGER.  A mail system writes
+#: nothing bigger; taken as a number it would stop a run (SQLite refuses it, ``int`` refuses
+#: over 4,300 digits), so it stays text or is left out.
+MAX_LOG_INT: Final = 2**63 - 1
+
+
+def log_int(text: object) -> int | None:
+    """``int(text)`` when that works and fits SQLite's INTEGER, else None: hostile lines never raise."""
+    try:
+        value = int(text)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return None
+    return value if -MAX_LOG_INT - 1 <= value <= MAX_LOG_INT else None
+
+
 def _int(text: str | None) -> int | None:
     if text is None or not text.isdigit():
         return None
-    return int(text)
+    return log_int(text)
 
 
 def strip_date(line: str, datepattern: str | None = None) -> tuple[str, str | None]:

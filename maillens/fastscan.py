@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
 from maillens.classify import Classifier, RuleSet, _Alternative, _CompiledFilter, _fix_spf, default_rules
-from maillens.envelope import PREFIX_RE
+from maillens.envelope import PREFIX_RE, log_int
 from maillens.sources import BLOCK, MAX_LINE, expand_paths, iter_raw_lines, read_chunks
 from maillens.stats import ParseStats
 
@@ -190,7 +190,9 @@ class FastScanner:
             data["restriction"] = restriction
         elif kind == "spf":  # results need the same normalisation as classify
             if "code" in data:
-                data["code"] = int(data["code"])
+                number = log_int(data["code"])  # as classify does: an absurd number stays text
+                if number is not None:
+                    data["code"] = number
             _fix_spf(data)
         stats.count(kind, data, lambda: self.classifier.classify(line, source, lineno))
 

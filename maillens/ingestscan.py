@@ -30,6 +30,7 @@ from typing import Any
 
 from maillens.classify import Classifier, RuleSet, _CompiledFilter, _fill_planned
 from maillens.envelope import BSD_RE
+from maillens.envelope import _int as pid_int
 from maillens.ingestwork import BlockResult, BlockWorker, Seed, event_row, event_row_at, split_block
 from maillens.store import STORED_EVENT_KINDS
 from maillens.tracker import TRACKED_KINDS, compact, compact_at
@@ -134,7 +135,7 @@ class IngestScanner(BlockWorker):
                 hour = when.hour
                 minute = line[:cut]
             rec.program = program
-            rec.pid = int(pid) if pid is not None and pid.isdigit() else None
+            rec.pid = pid_int(pid)
             rec.host = host
             rec.message = msg
             rec.raw = line

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Iterable
 
+from maillens.envelope import log_int
 from maillens.events import Event
 
 #: Restrictions of smtpd_client_restrictions an access.client OK can bypass.
@@ -272,7 +273,7 @@ class EvidenceCollector:
             c.other_names[ev.client_name.lower()] += 1
         sender, rcpt, helo = self._envelope(ev)
         restriction = ev.restriction or "unknown"
-        code = int(ev.code or 0)
+        code = log_int(ev.code or 0) or 0
         c.rejects[(restriction, code, ev.rbl or "")] += 1
         c.services[ev.program or ""] += 1
         if ts is not None:
@@ -341,11 +342,11 @@ class EvidenceCollector:
     def _on_queued(self, ev: Event, ts: float | None) -> None:
         entry = self._queue.get(ev.queue_id or "")
         if entry is None:
-            self._queue[ev.queue_id or ""] = [None, (ev.sender or "").lower(), ts, int(ev.nrcpt or 0)]
+            self._queue[ev.queue_id or ""] = [None, (ev.sender or "").lower(), ts, log_int(ev.nrcpt or 0) or 0]
             return
         if entry[1] is not None:
             return  # qmgr logs from= again after a restart: count the message once
-        entry[1], entry[3] = (ev.sender or "").lower(), int(ev.nrcpt or 0)
+        entry[1], entry[3] = (ev.sender or "").lower(), log_int(ev.nrcpt or 0) or 0
         ip = entry[0]
         sender = entry[1]
         self.all_senders.add(sender)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Final
 
+from maillens.envelope import log_int
 from maillens.events import Event
 
 #: Seconds of log time without a line before an open message is written out
@@ -300,7 +301,7 @@ def _session_key(ev: Event) -> str:
 
 
 def _int_or_none(value: Any) -> int | None:
-    return int(value) if value is not None else None
+    return log_int(value) if value is not None else None
 
 
 def compact(ev: Event) -> tuple[Any, ...] | None:

@@ -45,6 +45,22 @@ def w(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "junk.log").write_bytes(bytes(rnd.randrange(256) for _ in range(100_000)))
     (d / "huge.log").write_bytes(b"Nov  9 08:41:22 mx postfix/smtpd[1]: " + b"A" * 5_000_000 + b"\n")
     (d / "empty.log").write_bytes(b"")
+    many = "9" * 5000  # past int()'s 4,300 digits; 23 nines are past SQLite's INTEGER
+    (d / "numbers.log").write_text("\n".join([
+        "Nov  9 08:41:20 mx postfix/qmgr[99999999999999999999999]: 4F3A21C0D9: from=<a@b.example>, "
+        "size=99999999999999999999999, nrcpt=99999999999999999999 (queue active)",
+        f"Nov  9 08:41:20 mx postfix/qmgr[1]: 4F3A21C1D9: from=<a@b.example>, size={many}, nrcpt=1 (queue active)",
+        f"Nov  9 08:41:21 mx postfix/smtpd[{many}]: connect from a.example[192.0.2.1]",
+        f"Nov  9 08:41:21 mx postfix/smtpd[7]: disconnect from a.example[192.0.2.1] ehlo={many} quit=1/{many} commands=2",
+        "Nov  9 08:41:22 mx postfix/local[8]: 4F3A21C0D9: to=<c@d.example>, relay=local, delay=1e400, "
+        "delays=0/0/0/0, dsn=2.0.0, status=sent (delivered)",
+        "Nov  9 08:41:22 mx postfix/local[8]: 4F3A21C0D9: to=<c@d.example>, relay=local, delay=nan, "
+        "delays=0/0/0/0, dsn=2.0.0, status=deferred (later)",
+        "Nov  9 08:41:22 mx policyd-spf[9]: 99999999999999999999999 5.7.23 Message rejected due to: SPF fail - not "
+        "authorized. Please see http://www.openspf.net/Why?s=mfrom;id=a@b.example;ip=192.0.2.7;r=<UNKNOWN>",
+        f"Nov  9 08:41:22 mx policyd-spf[9]: {many} 5.7.23 Message rejected due to: SPF fail - not authorized.",
+        "Nov  9 08:41:23 mx postfix/qmgr[1]: 4F3A21C0D9: removed",
+    ]) + "\n")
     (d / "garbage.db").write_bytes(bytes(rnd.randrange(256) for _ in range(8192)))
     con = sqlite3.connect(d / "newer.db")
     con.execute("PRAGMA user_version = 999")
@@ -252,7 +268,7 @@ def _line_count(data: bytes) -> int:
     return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
 
 
-@pytest.mark.parametrize("log", ["junk.log", "huge.log", "empty.log"])
+@pytest.mark.parametrize("log", ["junk.log", "huge.log", "empty.log", "numbers.log"])
 @pytest.mark.parametrize("how", [["--json"], ["--json", "--workers", "0"], ["--json", "--kind", "unparsed"]])
 def test_hostile_log_every_line_counted(w: Path, log: str, how: list[str]) -> None:
     result = run(w, ["parse", "--stats", *how, str(w / log)])
@@ -268,7 +284,7 @@ def test_hostile_log_every_line_counted(w: Path, log: str, how: list[str]) -> No
         assert sum(stats["kinds"].values()) == expected
 
 
-@pytest.mark.parametrize("log", ["junk.log", "huge.log", "empty.log"])
+@pytest.mark.parametrize("log", ["junk.log", "huge.log", "empty.log", "numbers.log"])
 def test_hostile_log_event_per_line(w: Path, log: str) -> None:
     result = run(w, ["parse", "--json", str(w / log)])
     assert result.exit_code == 0, result.stderr
@@ -277,7 +293,7 @@ def test_hostile_log_event_per_line(w: Path, log: str) -> None:
     assert [e["lineno"] for e in events] == list(range(1, len(events) + 1))
 
 
-@pytest.mark.parametrize("log", ["junk.log", "huge.log", "empty.log"])
+@pytest.mark.parametrize("log", ["junk.log", "huge.log", "empty.log", "numbers.log"])
 def test_hostile_log_ingest_counts_every_line(w: Path, log: str, tmp_path: Path) -> None:
     result = run(w, ["ingest", "--db", str(tmp_path / "i.db"), str(w / log)])
     assert result.exit_code == 0, result.stderr
@@ -287,7 +303,7 @@ def test_hostile_log_ingest_counts_every_line(w: Path, log: str, tmp_path: Path)
 
 
 @pytest.mark.parametrize("cmd", ["match", "summary", "tail", "suggest", "restrictions"])
-@pytest.mark.parametrize("log", ["junk.log", "huge.log", "empty.log"])
+@pytest.mark.parametrize("log", ["junk.log", "huge.log", "empty.log", "numbers.log"])
 def test_hostile_log_other_commands(w: Path, cmd: str, log: str) -> None:
     result = run(w, [*base_args(cmd, w), str(w / log)])
     assert result.exit_code == 0, result.stderr
@@ -295,7 +311,7 @@ def test_hostile_log_other_commands(w: Path, cmd: str, log: str) -> None:
     assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
-@pytest.mark.parametrize("log", ["junk.log", "huge.log", "empty.log"])
+@pytest.mark.parametrize("log", ["junk.log", "huge.log", "empty.log", "numbers.log"])
 def test_hostile_log_trace_is_not_found(w: Path, log: str) -> None:
     assert_one_line_error(run(w, [*base_args("trace", w), str(w / log)]), ExitStatus.NOT_FOUND)
 
@@ -303,6 +319,7 @@ def test_hostile_log_trace_is_not_found(w: Path, log: str) -> None:
 @pytest.mark.parametrize("log", [
     "huge.log",
     "junk.log",
+    "numbers.log",
     "empty.log",  # a freshly rotated log must not fail cron's ban export
 ])
 def test_hostile_log_bans(w: Path, log: str) -> None:
