@@ -71,6 +71,8 @@ class Tracker:
         self.incomplete: dict[str, int] = {}
         self.next_sweep = 0.0
         self.on_evict = on_evict
+        #: Queue IDs closed as abandoned, with their last time: their counting state goes after max_age.
+        self.abandoned: dict[str, float] = {}
         self._dispatch: dict[str, Callable[[tuple[Any, ...], float], None]] = {
             "connect": self._connect,
             "received": self._received,
@@ -113,6 +115,8 @@ class Tracker:
         msg = self.open.get(qid)
         if msg is None:
             msg = self.open[qid] = _new_message(qid, ts, t[2])
+            if qid in self.abandoned:  # seen again (released from hold): its counting state is its own again
+                del self.abandoned[qid]
         elif ts - msg["last_ts"] > self.max_age:
             self._close(msg, "incomplete")  # an old record under a reused short ID
             return self._message(t, ts, qid)
@@ -134,10 +138,12 @@ class Tracker:
         if state == "incomplete":
             day = msg["day"]
             self.incomplete[day] = self.incomplete.get(day, 0) + 1
-        if self.on_evict is not None and (state == "incomplete" or state == "abandoned"):
-            # qmgr's "removed" line ends the counting state of the others; without these the
-            # per-message state of every message a client abandoned would be kept for ever
+        if state == "incomplete" and self.on_evict is not None:
             self.on_evict(qid)
+        elif state == "abandoned":
+            # qmgr may still take it (a message held by cleanup and released later): its counting
+            # state is kept for max_age more, then released (``sweep``), so it cannot pile up
+            self.abandoned[qid] = msg["last_ts"]
         self.finished.append(msg)
 
     def sweep(self, now: float) -> None:
@@ -152,6 +158,10 @@ class Tracker:
         old = now - SESSION_MAX_AGE
         for key in [k for k, s in self.sessions.items() if s["last_ts"] < old]:
             del self.sessions[key]
+        for qid in [q for q, ts in self.abandoned.items() if ts < limit]:
+            del self.abandoned[qid]
+            if self.on_evict is not None:
+                self.on_evict(qid)
 
     def close_all(self) -> None:
         """End of input for a one-shot run (``summary FILE``, ``trace FILE``)."""
@@ -283,13 +293,15 @@ class Tracker:
         return {
             "message": dict(self.open),
             "session": dict(self.sessions),
-            "tracker": {"state": {"next_sweep": self.next_sweep}},
+            "tracker": {"state": {"next_sweep": self.next_sweep, "abandoned": dict(self.abandoned)}},
         }
 
     def restore(self, state: dict[str, dict[str, Any]]) -> None:
         self.open = dict(state.get("message", {}))
         self.sessions = dict(state.get("session", {}))
-        self.next_sweep = float(state.get("tracker", {}).get("state", {}).get("next_sweep", 0.0))
+        saved = state.get("tracker", {}).get("state", {})
+        self.next_sweep = float(saved.get("next_sweep", 0.0))
+        self.abandoned = {str(q): float(ts) for q, ts in (saved.get("abandoned") or {}).items()}
 
 
 _RECEIVED_FIELDS: Final = ("client_name", "client_ip", "sasl_method", "sasl_username")

@@ -181,3 +181,34 @@ def test_maillens_sections_equal_corpus_truth() -> None:
     assert data["grand_totals"]["expired"] == truth["delivery_status_lines"]["qmgr expired"]
     assert data["connections"] == truth["other"]["smtpd connections"]
     assert data["bounce_notices"] == truth["other"]["bounce: sender non-delivery notification"]
+
+
+HELD_THEN_RELEASED = """\
+Nov  9 08:41:21 mx postfix/smtpd[13562]: connect from out1.maple85.example[127.36.189.110]
+Nov  9 08:41:21 mx postfix/smtpd[13562]: 4jNNYF2l5FzJ9cR: client=out1.maple85.example[127.36.189.110]
+Nov  9 08:41:21 mx postfix/cleanup[13584]: 4jNNYF2l5FzJ9cR: hold: header Subject: hi from out1.maple85.example\
+[127.36.189.110]; from=<michael@maple85.example> to=<frank@example.org> proto=ESMTP helo=<out1.maple85.example>: held
+Nov  9 08:41:21 mx postfix/cleanup[13584]: 4jNNYF2l5FzJ9cR: message-id=<5wbvd2gq@maple85.example>
+Nov  9 08:41:21 mx postfix/smtpd[13562]: disconnect from out1.maple85.example[127.36.189.110] ehlo=1 mail=1 rcpt=1 \
+data=1 quit=1 commands=5
+Nov  9 08:50:00 mx postfix/smtpd[13562]: connect from out2.example[127.36.189.111]
+Nov  9 08:50:01 mx postfix/smtpd[13562]: disconnect from out2.example[127.36.189.111] ehlo=1 quit=1 commands=2
+Nov  9 09:30:00 mx postfix/postsuper[2000]: 4jNNYF2l5FzJ9cR: released from hold
+Nov  9 09:30:01 mx postfix/qmgr[13513]: 4jNNYF2l5FzJ9cR: from=<michael@maple85.example>, size=39289, nrcpt=1 (queue active)
+Nov  9 09:30:01 mx postfix/local[13585]: 4jNNYF2l5FzJ9cR: to=<frank@example.org>, relay=local, delay=2000, \
+delays=0.09/0.01/0/0, dsn=2.0.0, status=sent (delivered to mailbox)
+Nov  9 09:30:01 mx postfix/qmgr[13513]: 4jNNYF2l5FzJ9cR: removed
+"""
+
+
+@pytest.mark.oracle
+def test_message_held_then_released_counts_as_pflogsumm_counts_it(tmp_path: Path) -> None:
+    """Held by cleanup, the client gone, released from hold 50 minutes later: the tracker has
+    closed it as abandoned by then, but its sender and bytes still count when qmgr takes it."""
+    log = tmp_path / "held.log"
+    log.write_text(HELD_THEN_RELEASED)
+    theirs = parse_grand_totals(grand_totals_block(run_pflogsumm(log)))
+    assert theirs["bytes_received"] == (39289, " ") and theirs["senders"] == (1, " ")  # the oracle's view
+    data = json.loads(run_maillens("summary", "--json", str(log)))["grand_totals"]
+    for key, (num, unit) in theirs.items():
+        assert scaled(data[key]) == (num, unit), key
