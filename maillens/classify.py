@@ -68,8 +68,8 @@ class _Alternative:
     fetch: tuple[str, ...] = ()  # every group the plan reads, in one m.group() call
     offsets: tuple[int, int, int] = (0, 0, 0)  # ends of the plain, alt and marker parts of fetch
     ip_count: int = 0
-    kind: str = "other"  # the constant kind; "" when it is a group's value (``kind_field``)
-    kind_field: str = ""
+    kind: str = "other"  # the kind annotation as written
+    kind_field: str | None = None  # the group whose value is the kind (``kind=@group``)
     fid_field: str = "queue_id"
     #: (field, constant value or the "@group" text, group to read it from or None), kind and fid left out
     extra_annotations: tuple[tuple[str, str, str | None], ...] = ()
@@ -77,7 +77,7 @@ class _Alternative:
     def plan(self) -> "_Alternative":
         renamed = dict(zip(self.field_names, self.group_names))
         plain = [n for n in self.field_names if not n.startswith(("r__", "alt_"))
-                 and n not in ("content", "ip4", "ip6", "fid", "dns", "queue_id")]
+                 and n not in ("content", "ip4", "ip6", "fid", "dns", "queue_id", "ip")]
         self.plain_fields = tuple(plain)
         self.plain_groups = tuple(renamed[n] for n in plain)
         self.alt_groups = tuple((renamed[n], re.sub(r"_\d+$", "", n[4:])) for n in self.field_names if n.startswith("alt_"))
@@ -97,10 +97,10 @@ class _Alternative:
         n_plain = len(self.plain_groups)
         n_alt = n_plain + len(self.alt_groups)
         self.offsets = (n_plain, n_alt, n_alt + len(self.marker_groups))
-        kind = self.annotations.get("kind", "other")
-        self.kind, self.kind_field = ("", kind[1:]) if kind.startswith("@") else (kind, "")
+        self.kind = self.annotations.get("kind", "other")
+        self.kind_field = self.kind[1:] if self.kind.startswith("@") else None
         self.fid_field = self.annotations.get("fid", "queue_id")
-        self.extra_annotations = tuple(
+        self.extra_annotations = () if len(self.annotations) <= 1 else tuple(  # (as _finish_event reads them)
             (key, value, value[1:] if value.startswith("@") else None)
             for key, value in self.annotations.items() if key not in ("kind", "fid")
         )
@@ -284,7 +284,7 @@ def _finish_planned(event: Event, data: dict[str, Any], restriction: str | None,
             if key == "restriction":
                 value = _CHECK_RESTRICTION.get(value, value)
         data.setdefault(key, value)
-    kind = data.pop(alt.kind_field, "other") if alt.kind_field else alt.kind
+    kind = data.pop(alt.kind_field, "other") if alt.kind_field is not None else alt.kind
     if restriction is not None:
         data["restriction"] = restriction
     for name in alt.int_fields:
@@ -315,7 +315,7 @@ def _fill_event(event: Event, groups: dict[str, Any], annotations: dict[str, str
             restriction = _MARKER_SUFFIX.sub("", name[3:])
         elif name.startswith("alt_"):
             data.setdefault(_MARKER_SUFFIX.sub("", name[4:]), value)
-        elif name not in ("content", "ip4", "ip6", "fid", "dns", "queue_id"):
+        elif name not in ("content", "ip4", "ip6", "fid", "dns", "queue_id", "ip"):  # ip: fail2ban's host, = client_ip
             data[name] = value
     address = groups.get("ip4") or groups.get("ip6")
     if address is not None:

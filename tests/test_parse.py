@@ -190,3 +190,37 @@ def test_parallel_ranges_keep_line_numbers(tmp_path: Path) -> None:
     parallel = scan_stats([str(path)], workers=2)
     assert parallel.to_dict() == ParseStats().extend(iter_events([str(path)])).to_dict()
     assert parallel.examples, "the junk lines are listed with examples"
+
+
+def test_planned_fields_equal_fail2ban_order_for_odd_annotations(tmp_path: Path) -> None:
+    """A user's rule file may annotate in ways the shipped rules do not: a lone non-kind
+    annotation, ``kind=@`` with no group name, a kind taken from a group, another failure-id field.
+    The joined path (``_finish_planned``) must still give what fail2ban's order gives."""
+    from maillens.classify import RuleSet
+    from maillens.filterconf import load_filter
+
+    rules_dir = tmp_path / "rules"
+    rules_dir.mkdir()
+    (rules_dir / "odd.conf").write_text(
+        "[INCLUDES]\nbefore = maillens-common.conf\n\n[Definition]\n_daemon = oddd\n"
+        "failregex = (?#topic=lonely)^odd one <HOST>$\n"
+        "            (?#kind=@)^odd two <HOST>$\n"
+        "            (?#kind=@action topic=y)^odd three <F-ACTION>\\w+</F-ACTION> <HOST>$\n"
+        "            (?#kind=notice fid=msgref)^odd four <F-ID>\\w+</F-ID> <HOST> code=<F-CODE>\\d+</F-CODE>$\n"
+        "ignoreregex =\n"
+    )
+    (rules_dir / "maillens-common.conf").write_text((Path(__file__).resolve().parent.parent / "parsers"
+                                                     / "maillens-common.conf").read_text())
+    flt = load_filter(str(rules_dir / "odd.conf"))
+    fast_rules = RuleSet([flt])
+    slow_rules = RuleSet([flt])
+    for compiled in slow_rules.filters:
+        compiled.joined = None
+    assert all(c.joined is not None for c in fast_rules.filters)
+    fast, slow = Classifier(fast_rules, tz=UTC), Classifier(slow_rules, tz=UTC)
+    for text in ("odd one 192.0.2.1", "odd two 192.0.2.2", "odd three reject 192.0.2.3",
+                 "odd four AB12 192.0.2.4 code=99999999999999999999999", "odd four AB12 192.0.2.4 code=550"):
+        line = f"Nov  9 08:41:22 mx oddd[1]: {text}"
+        a, b = fast.classify(line), slow.classify(line)
+        assert (a.kind, a.queue_id, a.data, a.rule) == (b.kind, b.queue_id, b.data, b.rule), text
+        assert a.rule is not None, text
