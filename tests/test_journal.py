@@ -287,3 +287,35 @@ def test_worker_processes_give_the_store_of_one_straight_read(tmp_path: Path, mo
         monkeypatch.undo()
         time.tzset()
     assert stores[2] == stores[1] == clean_run(tmp_path, lines)
+
+
+def test_without_a_file_the_store_keeps_reading_what_it_read_before(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store that followed the journal goes on with the journal when a mail.log appears later
+    (and one that followed mail.log does not switch to the journal): no mail is read twice."""
+    from click.testing import CliRunner
+
+    import maillens.cli.store_cmd as store_cmd
+    from maillens.cli.main import cli
+    from maillens.store import Store
+
+    log = tmp_path / "mail.log"
+    log.write_bytes(b"\n".join(corpus_lines(50)) + b"\n")
+    monkeypatch.setattr(store_cmd, "DEFAULT_LOG", str(log))
+    monkeypatch.setenv("MAILLENS_CONFIG", "/dev/null")
+    journal_db, file_db = tmp_path / "j.db", tmp_path / "f.db"
+    for db, name in ((journal_db, "journal:"), (file_db, str(log))):
+        with Store.open(db) as store, store.transaction() as conn:
+            store.save_source_state(conn, name, {"offset": 0, "lines": 0}, 0.0)
+    assert store_cmd._store_reads_journal(journal_db) is True
+    assert store_cmd._store_reads_journal(file_db) is False
+    assert store_cmd._store_reads_journal(tmp_path / "new.db") is None
+    result = CliRunner().invoke(cli, ["ingest", "--db", str(file_db)])
+    lines = log.read_bytes().count(b"\n")
+    assert result.exit_code == 0 and f"ingested {lines} lines from 1 file(s):" in result.stderr, result.stderr
+    require_tool("journalctl")
+    result = CliRunner().invoke(cli, ["ingest", "--db", str(journal_db)])
+    assert "from 0 file(s) and the journal" in result.stderr or "journalctl failed" in result.stderr, result.stderr
+    conn = sqlite3.connect(journal_db)
+    assert [r[0] for r in conn.execute("SELECT name FROM sources")] == ["journal:"]  # mail.log was not read
+    conn.close()

@@ -32,6 +32,30 @@ def _db(ctx: click.Context, db: str | None) -> Path:
     return Path(configured) if configured else default_db_path()
 
 
+def _store_reads_journal(db: Path) -> bool | None:
+    """What the store already follows by default: the journal (True), the mail log (False), nothing (None).
+
+    Without a FILE the choice sticks to what earlier runs read: deciding
+    afresh each time would, on the day mail.log appears (or goes), read the
+    same mail a second time from the other source.
+    """
+    import sqlite3
+
+    if not db.exists():
+        return None
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            names = {row[0] for row in conn.execute("SELECT name FROM sources")}
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None  # not a store (yet): the ingest itself says what is wrong
+    if DEFAULT_LOG in names:
+        return False
+    return True if "journal:" in names else None
+
+
 def _log_exists(path: str) -> bool:
     """The log or, just after a rotation, one of its rotated files."""
     return Path(path).exists() or bool(list(Path(path).parent.glob(Path(path).name + ".*")))
@@ -71,7 +95,10 @@ def ingest(ctx: click.Context, files: tuple[str, ...], db: str | None, wait: flo
         raise UsageError("--bans-output and --bans-apply go with --bans")
     from maillens.ingest import ingest as run_ingest
 
-    journal = use_journal or journal_dir is not None or (not files and not _log_exists(DEFAULT_LOG))
+    journal = use_journal or journal_dir is not None
+    if not files and not journal:
+        follows = _store_reads_journal(_db(ctx, db))
+        journal = follows if follows is not None else not _log_exists(DEFAULT_LOG)
     paths = list(files) or ([] if journal else [DEFAULT_LOG])
     max_age = load_settings(ctx).get("store", "incomplete_after")
     if max_age is not None and (not isinstance(max_age, (int, float)) or isinstance(max_age, bool) or max_age <= 0):
