@@ -108,7 +108,7 @@ def incremental(days: int = 30, new_lines: int = 50_000, repeat: int = 5) -> dic
     shutil.copyfile(db, saved)  # closed cleanly: no -wal beside it
     walls, cpus, rss = [], [], []
     load_before = load()
-    for _ in range(repeat + 1):
+    for run_number in range(repeat + 1):
         for p in work.glob("m.db*"):
             p.unlink()
         shutil.copyfile(saved, db)
@@ -116,7 +116,7 @@ def incremental(days: int = 30, new_lines: int = 50_000, repeat: int = 5) -> dic
             fh.truncate(sum(len(line) for line in base))
         with log.open("ab") as fh:
             fh.write(b"".join(extra))
-        last = len(walls) == repeat - 1  # memory sampled in the last run only: sampling costs CPU
+        last = run_number == repeat  # memory sampled in one more run: sampling costs CPU
         t0 = time.perf_counter()
         second, cpu = timed(MAILLENS + ["ingest", "--db", str(db), str(log)], memory=last)
         wall = time.perf_counter() - t0

@@ -339,6 +339,8 @@ class Counter:
             return
         cmd = self._cmds.get(program, "?")
         if cmd == "?":
+            if len(self._cmds) > 10_000:  # hostile input: unbounded program names
+                self._cmds.clear()
             cmd = self._cmds[program] = pflogsumm_cmd(program, self.syslog_name)
         if cmd is None:
             return

@@ -141,6 +141,8 @@ class IngestScanner(BlockWorker):
             rec.raw = line
             daemon = daemons.get(program)
             if daemon is None:
+                if len(daemons) > 10_000:  # hostile input: unbounded program names
+                    daemons.clear()
                 daemon = daemons[program] = program.rsplit("/", 1)[-1]
             rec.daemon = daemon
             rec.kind, rec.queue_id, rec.data = "other", None, {}
