@@ -326,3 +326,44 @@ def test_workers_die_with_a_killed_ingest_and_hold_no_lock(tmp_path: Path) -> No
     again = subprocess.run([*MAILLENS, "ingest", "--db", str(db), str(log)], env=ENV, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     assert snapshot(db) == clean_run(tmp_path, corpus_lines() * 2)
+
+
+def test_a_long_ingest_lets_another_writer_in(tmp_path: Path) -> None:
+    """``maillens bans`` saves its state in the same store while a long first ingest runs.
+
+    Ingest holds SQLite's write lock for one batch at a time (rows are written as
+    blocks arrive, committed with the offset at the batch's end); between batches
+    another writer that waits a couple of seconds gets its turn."""
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    from maillens.store import Store
+
+    text = (corpus_dir("real-postfix-dev") / "maillog").read_bytes()
+    log = tmp_path / "mail.log"
+    log.write_bytes(text * 10)
+    db = tmp_path / "m.db"
+    with Store.open(db) as store:
+        store.connection.execute("CREATE TABLE probe (x)")
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from maillens.ingest import ingest; "
+                             "ingest([sys.argv[1]], sys.argv[2])", str(log), str(db)])
+    turns = refused = 0
+    try:
+        while proc.poll() is None:
+            conn = sqlite3.connect(db, timeout=2.5, isolation_level=None)
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("INSERT INTO probe VALUES (1)")
+                conn.execute("COMMIT")
+                turns += 1
+            except sqlite3.OperationalError:
+                refused += 1
+            finally:
+                conn.close()
+            time.sleep(0.2)
+    finally:
+        assert proc.wait(timeout=300) == 0
+    assert refused == 0
+    assert turns >= 3  # it ran long enough to be asked several times
