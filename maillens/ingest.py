@@ -82,6 +82,8 @@ BLOCK = 4 << 20
 BATCH_LINES = 50_000
 #: Blocks for worker processes: small enough to keep both busy, big enough to amortise a hand-over.
 POOL_BLOCK = 1 << 20
+#: A rotated compressed file that breaks off and has not changed for this long is damaged (``_damaged``).
+DAMAGED_AFTER = 600
 #: Inputs smaller than this are read in this process: starting workers would cost more.
 POOL_MIN_BYTES = 2 << 20
 _ROTATED_N = re.compile(r"\.(\d+)(\.(?:gz|bz2|xz))?$")
@@ -348,6 +350,12 @@ class Ingester:
                     did, moved = self._read_segment(path, seg, lines_before)
                     log.debug("read %s@%d: committed=%s moved=%s", seg.path, seg.offset, did, moved)
                     progressed |= did
+                    if moved and _damaged(seg):
+                        log.warning("%s breaks off and has not changed for %d minutes: it is damaged, not still "
+                                    "being written; what follows the break is lost, newer files are read",
+                                    seg.path, DAMAGED_AFTER // 60)
+                        moved = False
+                        continue
                     if moved:
                         break
             finally:
@@ -489,6 +497,22 @@ class Ingester:
         self.store.write_messages(conn, messages, links)
         self.stats.events += len(rows)
         self.stats.messages += len(messages)
+
+
+def _damaged(seg: Segment) -> bool:
+    """A rotated compressed file that broke off (``moved``) and is old: damaged, not a copy still arriving.
+
+    logrotate compresses in seconds and keeps the source beside the file until
+    it is done (``rotated_set`` reads the source meanwhile); a compressed file
+    that still breaks off long after its last change will never heal, and
+    waiting for it would stop every newer file from being read.
+    """
+    if seg.live or seg.kind == "plain":
+        return False
+    try:
+        return time.time() - os.stat(seg.path).st_mtime > DAMAGED_AFTER
+    except OSError:
+        return False
 
 
 def _replaced(fd: int, path: str) -> bool:

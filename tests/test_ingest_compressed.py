@@ -8,8 +8,10 @@ exactly once.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -200,3 +202,44 @@ def test_first_run_beside_a_half_written_copy(tmp_path: Path) -> None:
     db = tmp_path / "m.db"
     assert ingest([str(log)], db).lines == 4000
     assert snapshot(db) == clean_run(tmp_path, lines)
+
+
+@pytest.mark.parametrize("tool", ["gzip", "bzip2", "xz"])
+def test_damaged_compressed_file_is_skipped_past_its_break(tmp_path: Path, tool: str,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """The same cut-short file, unchanged for an hour: damaged, not still arriving.  What
+    decompresses is read, the loss is told in a warning, and the newer files are read after
+    it (before, every later run read nothing at all)."""
+    import bz2
+    import lzma
+    import zlib
+
+    lines = corpus_lines(11000)
+    log = tmp_path / "mail.log"
+    db = tmp_path / "m.db"
+    append(log, lines[:1000])
+    assert ingest([str(log)], db).lines == 1000
+    append(log, lines[1000:9000])
+    os.rename(log, tmp_path / "mail.log.1")
+    append(log, lines[9000:10000])
+    os.rename(tmp_path / "mail.log.1", tmp_path / "mail.log.2")
+    os.rename(log, tmp_path / "mail.log.1")
+    append(log, lines[10000:11000])
+    whole = subprocess.run([require_tool(tool), "-c", tmp_path / "mail.log.2"], check=True,
+                           capture_output=True).stdout
+    cut = whole[: len(whole) * 3 // 5]
+    target = tmp_path / f"mail.log.2{EXT[tool]}"
+    target.write_bytes(cut)
+    (tmp_path / "mail.log.2").unlink()
+    hour_ago = time.time() - 3600
+    os.utime(target, (hour_ago, hour_ago))
+    if tool == "gzip":
+        dec = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    else:
+        dec = bz2.BZ2Decompressor() if tool == "bzip2" else lzma.LZMADecompressor()
+    readable = dec.decompress(cut).count(b"\n") - 1000
+    assert 0 < readable < 8000
+    with caplog.at_level(logging.WARNING, logger="maillens.ingest"):
+        assert ingest([str(log)], db).lines == readable + 2000
+    assert any("damaged" in r.getMessage() and "mail.log.2" in r.getMessage() for r in caplog.records)
+    assert ingest([str(log)], db).lines == 0
