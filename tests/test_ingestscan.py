@@ -77,6 +77,7 @@ def test_scanner_equals_block_worker_on_fail2ban_postfix_logs() -> None:
         from tests.conftest import require_tool
 
         require_tool("fail2ban-regex", reason="fail2ban's own postfix test logs")
+    assert logs, f"fail2ban is installed but {FAIL2BAN_LOGS} holds no postfix logs"
     for path in logs:
         assert_same_results(path.read_bytes(), block_size=4096)
 
