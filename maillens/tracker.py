@@ -63,6 +63,8 @@ class Tracker:
         self.max_age = float(max_age)
         self.open: dict[str, dict[str, Any]] = {}
         self.sessions: dict[str, dict[str, Any]] = {}
+        #: Open session keys by client address, oldest connect first (policyd-spf's lines name the address).
+        self._by_ip: dict[Any, dict[str, None]] = {}
         self.finished: list[dict[str, Any]] = []
         #: (notice queue ID, parent queue ID) learnt after the notice was closed:
         #: the store applies them to records it already holds.
@@ -157,7 +159,7 @@ class Tracker:
             self._close(msg, "abandoned")
         old = now - SESSION_MAX_AGE
         for key in [k for k, s in self.sessions.items() if s["last_ts"] < old]:
-            del self.sessions[key]
+            self._end_session(key)
         for qid in [q for q, ts in self.abandoned.items() if ts < limit]:
             del self.abandoned[qid]
             if self.on_evict is not None:
@@ -170,10 +172,24 @@ class Tracker:
 
     # -- handlers: t = (kind, ts, day, queue_id, session key, daemon, *fields of the kind) ----
     def _connect(self, t: tuple[Any, ...], ts: float) -> None:
-        self.sessions[t[4]] = {
+        key = t[4]
+        self._end_session(key)  # (a process whose disconnect line was lost: its new client replaces it)
+        self.sessions[key] = {
             "client_name": t[6], "client_ip": t[7], "helo": None,
             "connect_ts": ts, "last_ts": ts, "queue_ids": [],
         }  # fmt: skip
+        self._by_ip.setdefault(t[7], {})[key] = None
+
+    def _end_session(self, key: str) -> dict[str, Any] | None:
+        """Forget an open session (and its place in the by-address index); the session, if it was open."""
+        sess = self.sessions.pop(key, None)
+        if sess is not None:
+            keys = self._by_ip.get(sess["client_ip"])
+            if keys is not None:
+                keys.pop(key, None)
+                if not keys:
+                    del self._by_ip[sess["client_ip"]]
+        return sess
 
     def _received(self, t: tuple[Any, ...], ts: float) -> None:
         msg = self._message(t, ts)
@@ -239,15 +255,16 @@ class Tracker:
         helo, ip = t[6], t[7]
         if not helo or not ip:
             return
-        for sess in reversed(list(self.sessions.values())[-50:]):
-            if sess["client_ip"] == ip:
-                if sess["helo"] is None:
-                    sess["helo"] = helo
-                for qid in sess["queue_ids"]:
-                    m = self.open.get(qid)
-                    if m is not None and m["helo"] is None:
-                        m["helo"] = helo
-                break
+        keys = self._by_ip.get(ip)
+        if not keys:
+            return
+        sess = self.sessions[next(reversed(keys))]  # the client's most recent open session
+        if sess["helo"] is None:
+            sess["helo"] = helo
+        for qid in sess["queue_ids"]:
+            m = self.open.get(qid)
+            if m is not None and m["helo"] is None:
+                m["helo"] = helo
 
     def _expired(self, t: tuple[Any, ...], ts: float) -> None:
         msg = self._message(t, ts)
@@ -279,7 +296,7 @@ class Tracker:
             self._close(msg, "expired" if msg["_expired"] else "removed")
 
     def _disconnect(self, t: tuple[Any, ...], ts: float) -> None:
-        sess = self.sessions.pop(t[4], None)
+        sess = self._end_session(t[4])
         if sess is None:
             return
         for qid in list(sess["queue_ids"]):
@@ -298,7 +315,11 @@ class Tracker:
 
     def restore(self, state: dict[str, dict[str, Any]]) -> None:
         self.open = dict(state.get("message", {}))
-        self.sessions = dict(state.get("session", {}))
+        sessions = state.get("session", {})  # (the store gives them back by key: order by connect again)
+        self.sessions = dict(sorted(sessions.items(), key=lambda item: item[1].get("connect_ts") or 0.0))
+        self._by_ip = {}
+        for key, sess in self.sessions.items():
+            self._by_ip.setdefault(sess.get("client_ip"), {})[key] = None
         saved = state.get("tracker", {}).get("state", {})
         self.next_sweep = float(saved.get("next_sweep", 0.0))
         self.abandoned = {str(q): float(ts) for q, ts in (saved.get("abandoned") or {}).items()}

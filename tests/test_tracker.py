@@ -157,3 +157,27 @@ def test_counting_state_follows_the_open_messages(name: str) -> None:
     assert set(counter.open) <= set(tracker.open) | set(tracker.abandoned)
     last = max(ev.ts for ev in corpus_events(name) if ev.ts is not None).timestamp()
     assert all(ts >= last - tracker.max_age for ts in tracker.abandoned.values())  # older ones were let go
+
+
+def test_spf_helo_reaches_its_session_among_many_open_ones() -> None:
+    """A busy server has hundreds of smtpd sessions open at once: policyd-spf's line (which
+    names only the client address) still finds its own client's session and message, also
+    after the tracker's state went through the store between two runs."""
+    from maillens.classify import Classifier
+
+    clf = Classifier(tz=timezone.utc, reference_time=datetime(2026, 11, 10, tzinfo=timezone.utc))
+    lines = [f"Nov  9 08:41:{i // 10:02d} mx postfix/smtpd[{1000 + i}]: connect from h{i}.example[192.0.2.{i}]"
+             for i in range(1, 200)]
+    lines.append("Nov  9 08:41:30 mx postfix/smtpd[1001]: 4jNNYF2l5FzJ9cR: client=h1.example[192.0.2.1]")
+    spf = ("Nov  9 08:41:31 mx policyd-spf[9]: : prepend Received-SPF: None (mailfrom) identity=mailfrom; "
+           "client-ip=192.0.2.1; helo=mx.h1.example; envelope-from=a@h1.example; receiver=example.org")
+    for restart in (False, True):
+        tracker = Tracker()
+        for line in lines:
+            tracker.feed(clf.classify(line))
+        if restart:
+            state = json.loads(json.dumps(tracker.open_state()))
+            tracker = Tracker()
+            tracker.restore({kind: dict(sorted(recs.items())) for kind, recs in state.items()})  # as the store
+        tracker.feed(clf.classify(spf))
+        assert tracker.open["4jNNYF2l5FzJ9cR"]["helo"] == "mx.h1.example", restart
