@@ -28,7 +28,6 @@ import resource
 import shutil
 import sys
 import time
-from pathlib import Path
 
 from common import OUT, make_log, run
 

@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable
 
 from maillens.envelope import YearInference, log_int, parse_envelope
 from maillens.events import Event
-from maillens.filterconf import Filter, FilterRegex, load_filter, parsers_dir
+from maillens.filterconf import Filter, load_filter, parsers_dir
 
 _INT_FIELDS = frozenset({"code", "client_port", "size", "nrcpt", "bytes", "uid", "conn_use", "rank", "count", "signal"})
 _FLOAT_FIELDS = frozenset({"delay"})

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import sys
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import click
 
