@@ -31,9 +31,9 @@ from typing import Any
 from maillens.classify import Classifier, RuleSet, _CompiledFilter, _fill_planned
 from maillens.envelope import BSD_RE
 from maillens.envelope import _int as pid_int
-from maillens.ingestwork import BlockResult, BlockWorker, Seed, event_row, event_row_at, split_block
+from maillens.ingestwork import BlockResult, BlockWorker, Seed, event_row_at, split_block
 from maillens.store import STORED_EVENT_KINDS
-from maillens.tracker import TRACKED_KINDS, compact, compact_at
+from maillens.tracker import TRACKED_KINDS, compact_at
 
 
 class _Line:
@@ -115,7 +115,7 @@ class IngestScanner(BlockWorker):
                     resolve(*pending)
                     pending = None
                 minute = None
-                self._slow(line, source, lineno, add_op, add_row)
+                self.take_line(line, source, lineno, add_op, add_row)
                 continue
             if line[:cut] == minute:
                 pending = (mon, mday, hms)
@@ -127,7 +127,7 @@ class IngestScanner(BlockWorker):
                 when = resolve(mon, mday, hms)
                 if when.day != int(mday) or when.hour != int(hms[:2]) or when.minute != int(hms[3:5]):
                     minute = None  # a date resolve() clamps (day 0, 30 February, hour 24): no per-minute shortcut
-                    self._slow(line, source, lineno, add_op, add_row)  # (resolving it again changes nothing)
+                    self.take_line(line, source, lineno, add_op, add_row)  # (resolving it again changes nothing)
                     continue
                 ts = when.timestamp()
                 base = ts - int(hms[6:])
@@ -165,18 +165,3 @@ class IngestScanner(BlockWorker):
             resolve(*pending)
         counts, deferred, addr, details = counter.drain()
         return len(lines), counts, deferred, addr, details, ops, rows, (years._year, years._last)
-
-    def _slow(self, line: str, source: str, lineno: int, add_op: Any, add_row: Any) -> None:
-        """One line the way ``BlockWorker`` handles it (``Classifier`` and ``Event``)."""
-        ev = self.classify(line, source, lineno)
-        self.counter.feed(ev)
-        kind = ev.kind
-        if kind in TRACKED_KINDS:
-            t = compact(ev)
-            if t is not None:
-                add_op(t)
-            if kind in STORED_EVENT_KINDS and ev.ts is not None:
-                add_row(event_row(ev, t[2] if t is not None else ev.ts.date().isoformat()))
-        elif kind in STORED_EVENT_KINDS and ev.ts is not None:
-            add_row(event_row(ev, ev.ts.date().isoformat()))
-

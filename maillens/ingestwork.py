@@ -80,6 +80,21 @@ class BlockWorker:
         self.ops: list[tuple[Any, ...]] = []
         self.counter = BlockCounter(self.ops)
 
+    def take_line(self, line: str, source: str, lineno: int, add_op: Callable[[Any], None],
+             add_row: Callable[[Any], None]) -> None:
+        """One line: classified, counted, its tracker tuple and ``events`` row handed over."""
+        ev = self.classify(line, source, lineno)
+        self.counter.feed(ev)
+        kind = ev.kind
+        if kind in TRACKED_KINDS:
+            t = compact(ev)
+            if t is not None:
+                add_op(t)
+            if kind in STORED_EVENT_KINDS and ev.ts is not None:
+                add_row(event_row(ev, t[2] if t is not None else ev.ts.date().isoformat()))
+        elif kind in STORED_EVENT_KINDS and ev.ts is not None:
+            add_row(event_row(ev, ev.ts.date().isoformat()))
+
     def run(self, data: bytes, source: str, first_lineno: int, seed: Seed | None = None) -> BlockResult:
         years = self.years
         if seed is not None and years is not None:
@@ -88,23 +103,12 @@ class BlockWorker:
         ops: list[tuple[Any, ...]] = []
         self.counter.ops = self.ops = ops
         rows: list[tuple[Any, ...]] = []
-        classify, feed_c, add_op, add_row = self.classify, self.counter.feed, ops.append, rows.append
-        tracked, stored = TRACKED_KINDS, STORED_EVENT_KINDS
+        add_op, add_row, take = ops.append, rows.append, self.take_line
         lineno = first_lineno - 1
         lines = split_block(data)
         for line in lines:
             lineno += 1
-            ev = classify(line, source, lineno)
-            feed_c(ev)
-            kind = ev.kind
-            if kind in tracked:
-                t = compact(ev)
-                if t is not None:
-                    add_op(t)
-                if kind in stored and ev.ts is not None:
-                    add_row(event_row(ev, t[2] if t is not None else ev.ts.date().isoformat()))
-            elif kind in stored and ev.ts is not None:
-                add_row(event_row(ev, ev.ts.date().isoformat()))
+            take(line, source, lineno, add_op, add_row)
         counts, deferred, addr, details = self.counter.drain()
         end = (years._year, years._last) if years is not None else (None, None)
         return len(lines), counts, deferred, addr, details, ops, rows, end
