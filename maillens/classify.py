@@ -285,25 +285,7 @@ def _finish_planned(event: Event, data: dict[str, Any], restriction: str | None,
                 value = _CHECK_RESTRICTION.get(value, value)
         data.setdefault(key, value)
     kind = data.pop(alt.kind_field, "other") if alt.kind_field is not None else alt.kind
-    if restriction is not None:
-        data["restriction"] = restriction
-    for name in alt.int_fields:
-        if name in data:
-            number = log_int(data[name])
-            if number is not None:
-                data[name] = number
-    for name in alt.float_fields:
-        if name in data:
-            try:
-                data[name] = float(data[name])
-            except (TypeError, ValueError):
-                pass
-    event.kind = kind
-    event.rule = alt.rule_id
-    fixer = _KIND_FIXERS.get(kind)
-    if fixer is not None:
-        fixer(data)
-    event.data = data
+    _conclude(event, data, kind, restriction, alt.rule_id, alt.int_fields, alt.float_fields)
 
 
 def _fill_event(event: Event, groups: dict[str, Any], annotations: dict[str, str], rule_id: str) -> None:
@@ -347,11 +329,17 @@ def _finish_event(event: Event, data: dict[str, Any], restriction: str | None, q
             data.setdefault(key, value)
     if kind.startswith("@"):
         kind = data.pop(kind[1:], "other")
+    _conclude(event, data, kind, restriction, rule_id, int_fields, float_fields)
+
+
+def _conclude(event: Event, data: dict[str, Any], kind: str, restriction: str | None, rule_id: str,
+              int_fields: Iterable[str], float_fields: Iterable[str]) -> None:
+    """Both finishing paths end alike: restriction marker, numbers typed, the kind's fixer, the event filled."""
     if restriction is not None:
         data["restriction"] = restriction
     for name in int_fields:
         if name in data:
-            number = log_int(data[name])
+            number = log_int(data[name])  # (an absurd number stays text: it never raises)
             if number is not None:
                 data[name] = number
     for name in float_fields:
