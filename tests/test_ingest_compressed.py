@@ -154,13 +154,13 @@ def test_half_written_compressed_file_is_not_read_twice(tmp_path: Path, tool: st
     assert snapshot(db) == clean_run(tmp_path, lines[:7000])
 
 
-@pytest.mark.parametrize("tool", ["bzip2", "xz"])
-def test_compressed_file_that_breaks_off_is_read_to_the_break_then_on(tmp_path: Path, tool: str) -> None:
-    """The file last read turns up compressed and cut short, its source gone (a compressor that
-    died, a copy still arriving): what decompresses is read once, nothing newer is read before
-    it, no run crashes, and once the file is whole the rest follows."""
+def _cut_rotation(tmp_path: Path, tool: str) -> tuple[list[bytes], Path, Path, Path, bytes, int]:
+    """1,000 lines ingested, then two rotations: ``mail.log.2`` (8,000 unread lines) is
+    compressed by ``tool`` and cut to 3/5, its source gone.  Returns (lines, live log, store,
+    the cut file, its whole compressed content, how many unread lines decompress from the cut)."""
     import bz2
     import lzma
+    import zlib
 
     lines = corpus_lines(11000)
     log = tmp_path / "mail.log"
@@ -179,9 +179,19 @@ def test_compressed_file_that_breaks_off_is_read_to_the_break_then_on(tmp_path: 
     target = tmp_path / f"mail.log.2{EXT[tool]}"
     target.write_bytes(cut)
     (tmp_path / "mail.log.2").unlink()
-    dec = bz2.BZ2Decompressor() if tool == "bzip2" else lzma.LZMADecompressor()
+    dec = {"gzip": lambda: zlib.decompressobj(16 + zlib.MAX_WBITS), "bzip2": bz2.BZ2Decompressor,
+           "xz": lzma.LZMADecompressor}[tool]()
     readable = dec.decompress(cut).count(b"\n") - 1000  # what the standard library can get out of it
     assert 0 < readable < 8000
+    return lines, log, db, target, whole, readable
+
+
+@pytest.mark.parametrize("tool", ["bzip2", "xz"])
+def test_compressed_file_that_breaks_off_is_read_to_the_break_then_on(tmp_path: Path, tool: str) -> None:
+    """The file last read turns up compressed and cut short, its source gone (a compressor that
+    died, a copy still arriving): what decompresses is read once, nothing newer is read before
+    it, no run crashes, and once the file is whole the rest follows."""
+    lines, log, db, target, whole, readable = _cut_rotation(tmp_path, tool)
     assert ingest([str(log)], db).lines == readable
     assert ingest([str(log)], db).lines == 0  # still cut short: newer files wait, in order
     target.write_bytes(whole)
@@ -210,35 +220,9 @@ def test_damaged_compressed_file_is_skipped_past_its_break(tmp_path: Path, tool:
     """The same cut-short file, unchanged for an hour: damaged, not still arriving.  What
     decompresses is read, the loss is told in a warning, and the newer files are read after
     it (before, every later run read nothing at all)."""
-    import bz2
-    import lzma
-    import zlib
-
-    lines = corpus_lines(11000)
-    log = tmp_path / "mail.log"
-    db = tmp_path / "m.db"
-    append(log, lines[:1000])
-    assert ingest([str(log)], db).lines == 1000
-    append(log, lines[1000:9000])
-    os.rename(log, tmp_path / "mail.log.1")
-    append(log, lines[9000:10000])
-    os.rename(tmp_path / "mail.log.1", tmp_path / "mail.log.2")
-    os.rename(log, tmp_path / "mail.log.1")
-    append(log, lines[10000:11000])
-    whole = subprocess.run([require_tool(tool), "-c", tmp_path / "mail.log.2"], check=True,
-                           capture_output=True).stdout
-    cut = whole[: len(whole) * 3 // 5]
-    target = tmp_path / f"mail.log.2{EXT[tool]}"
-    target.write_bytes(cut)
-    (tmp_path / "mail.log.2").unlink()
+    _, log, db, target, _, readable = _cut_rotation(tmp_path, tool)
     hour_ago = time.time() - 3600
     os.utime(target, (hour_ago, hour_ago))
-    if tool == "gzip":
-        dec = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    else:
-        dec = bz2.BZ2Decompressor() if tool == "bzip2" else lzma.LZMADecompressor()
-    readable = dec.decompress(cut).count(b"\n") - 1000
-    assert 0 < readable < 8000
     with caplog.at_level(logging.WARNING, logger="maillens.ingest"):
         assert ingest([str(log)], db).lines == readable + 2000
     assert any("damaged" in r.getMessage() and "mail.log.2" in r.getMessage() for r in caplog.records)
