@@ -212,15 +212,11 @@ def test_files_then_the_journal_in_one_run(tmp_path: Path) -> None:
 
 def test_version_2_store_gains_the_cursor_column(tmp_path: Path) -> None:
     """An existing store (schema 2, a file source) is migrated and keeps its rows; then the journal goes in."""
-    from maillens.store import _V1, _V2, SCHEMA_VERSION, Store
+    from maillens.store import SCHEMA_VERSION, Store
+    from tests.test_store import old_store
 
-    db = tmp_path / "old.db"
-    conn = sqlite3.connect(db)
-    conn.executescript(_V1 + _V2)
-    conn.execute("INSERT INTO sources (name, offset, lines) VALUES ('/var/log/mail.log', 42, 7)")
-    conn.execute("PRAGMA user_version = 2")
-    conn.commit()
-    conn.close()
+    db = old_store(tmp_path / "old.db", 2,
+                   "INSERT INTO sources (name, offset, lines) VALUES ('/var/log/mail.log', 42, 7)")
     with Store.open(db) as store:
         assert store.schema_version == SCHEMA_VERSION
         assert store.source_state("/var/log/mail.log")["offset"] == 42

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from maillens.errors import ExitStatus, StoreError
-from maillens.store import _V1, SCHEMA_VERSION, Batch, Store
+from maillens.store import SCHEMA_VERSION, Batch, Store
 
 MAILLENS = (sys.executable, "-c", "from maillens.cli.main import cli; cli()")
 
@@ -65,14 +65,22 @@ def test_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
         assert store.days() == [] and store.source_state("/var/log/mail.log") is None
 
 
-def test_version_1_store_is_migrated(tmp_path: Path) -> None:
-    db = tmp_path / "old.db"
+def old_store(db: Path, version: int, *rows_sql: str) -> Path:
+    """A store as maillens wrote it at schema ``version`` (its migrations up to there), with rows."""
+    from maillens.store import _MIGRATIONS
+
     conn = sqlite3.connect(db)
-    conn.executescript(_V1)
-    conn.execute("INSERT INTO counts VALUES ('2026-01-01', 3, 'received', 7)")
-    conn.execute("PRAGMA user_version = 1")
+    conn.executescript("".join(_MIGRATIONS[v] for v in range(1, version + 1)))
+    for sql in rows_sql:
+        conn.execute(sql)
+    conn.execute(f"PRAGMA user_version = {version}")
     conn.commit()
     conn.close()
+    return db
+
+
+def test_version_1_store_is_migrated(tmp_path: Path) -> None:
+    db = old_store(tmp_path / "old.db", 1, "INSERT INTO counts VALUES ('2026-01-01', 3, 'received', 7)")
     with Store.open(db) as store:
         assert store.schema_version == SCHEMA_VERSION
         assert store.daily_rollup("2026-01-01")["received"] == 7
