@@ -50,3 +50,21 @@ def test_bans_options_need_bans(tmp_path: Path) -> None:
                  str(corpus_dir("real-postfix-dev") / "maillog"), config=config)
     assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
     assert "--bans" in result.stderr
+
+
+def test_quiet_runs_say_nothing_and_loud_runs_say_what_they_did(tmp_path: Path) -> None:
+    """``-q`` is what cron and the timers pass: cron mails any output, so a run
+    that did its work prints nothing; without it the same run says what it did."""
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG)
+    log = str(corpus_dir("real-postfix-dev") / "maillog")
+    args = ["--bans", "--bans-output", str(tmp_path / "blocked.txt"), "--bans-format", "plain", log]
+    quiet = run("-q", "ingest", "--db", str(tmp_path / "q.db"), *args, config=config)
+    assert quiet.returncode == 0 and quiet.stdout == quiet.stderr == "", quiet
+    assert (tmp_path / "blocked.txt").read_text().strip()
+    loud = run("ingest", "--db", str(tmp_path / "l.db"), *args, config=config)
+    assert loud.returncode == 0 and loud.stdout == "", loud
+    assert "ingested " in loud.stderr and "wrote " in loud.stderr, loud.stderr
+    matched = run("-q", "match", "--filter", "postfix", log, config=config)
+    assert matched.returncode == 0 and matched.stderr == "" and matched.stdout, matched.stderr
+    assert "lines matched" in run("match", "--filter", "postfix", log, config=config).stderr

@@ -435,6 +435,7 @@ def test_cron_daily_script_ingests_and_mails(tmp_path: Path) -> None:
         for _run in range(2):  # the second run reads nothing new and reports the same day again
             res = subprocess.run([str(script)], env=env, capture_output=True, text=True, timeout=300)
             assert res.returncode == 0, res.stderr
+            assert res.stdout == res.stderr == "", res  # cron mails any output: a run that worked says nothing
             msg = parse(sink.wait()["content"])
             assert str(msg["Subject"]).startswith("[maillens] mx.example.org 2026-11-10: ")
             html = [p for p in msg.iter_parts() if p.get_content_type() == "text/html"][0].get_content()

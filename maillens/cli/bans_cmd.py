@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from maillens.cli.main import handle_errors, load_settings
+from maillens.cli.main import handle_errors, load_settings, note
 from maillens.errors import UsageError
 from maillens.exporters import FORMATS, NFT_RULE_SNIPPET
 
@@ -107,7 +107,7 @@ def bans(ctx: click.Context, files: tuple[str, ...], fmt: str, output: str | Non
         engine.feed_paths(list(files), until=until)
         now = until if until is not None else engine.last_time
         if now is None:  # an empty (just rotated) or undated log: nobody to ban, an empty list
-            click.echo("maillens: no line with a time stamp in the given files; the list is empty", err=True)
+            note("maillens: no line with a time stamp in the given files; the list is empty")
             now = time.time()
     else:
         now = until if until is not None else time.time()
@@ -118,15 +118,15 @@ def bans(ctx: click.Context, files: tuple[str, ...], fmt: str, output: str | Non
         click.echo(render_list(entries, sorted(engine.refused.values(), key=lambda r: r.time)), nl=False)
     if output:
         write_atomic(Path(output), text)
-        click.echo(f"wrote {len(entries)} entries ({fmt}) to {output}", err=True)
+        note(f"wrote {len(entries)} entries ({fmt}) to {output}")
         if do_apply:
             result = apply(fmt, Path(output))
-            click.echo(f"applied: {' '.join(result.command)} exited with status {result.returncode}", err=True)
+            note(f"applied: {' '.join(result.command)} exited with status {result.returncode}")
     elif not as_list and not silent:
         click.echo(text, nl=False)
     if engine.refused and not as_list and not silent:  # each refusal is logged (-v); one line says there were some
-        click.echo(f"maillens: {len(engine.refused)} ban(s) refused for protected addresses (mynetworks, "
-                   "allowed clients, ignoreip, loopback, own addresses); --list or -v shows them", err=True)
+        note(f"maillens: {len(engine.refused)} ban(s) refused for protected addresses (mynetworks, "
+             "allowed clients, ignoreip, loopback, own addresses); --list or -v shows them")
 
 
 def _postfix_config(settings: Any, postfix_dir: str | None, cfg: Any) -> Any:

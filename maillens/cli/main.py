@@ -87,6 +87,18 @@ class LazyGroup(click.Group):
 
 
 _VERBOSE = 0  # set by the group callback: -v shows the traceback of an unexpected error
+_QUIET = False  # set by the group callback: -q keeps status lines off stderr
+
+
+def note(message: str) -> None:
+    """A status line for the person at the terminal, on stderr; ``-q`` silences it.
+
+    Cron mails whatever a job prints, so ``-q`` (what the cron script and the
+    systemd units pass) must leave only errors: a run that did its work says
+    nothing.
+    """
+    if not _QUIET:
+        click.echo(message, err=True)
 
 
 def _fail(message: str, status: ExitStatus) -> None:
@@ -164,8 +176,8 @@ def handle_errors(func: F) -> F:
 @click.pass_context
 def cli(ctx: click.Context, verbose: int, quiet: bool, config_path: str | None) -> None:
     """Read Postfix mail logs: classify, follow, summarise, ban, suggest."""
-    global _VERBOSE
-    _VERBOSE = verbose
+    global _VERBOSE, _QUIET
+    _VERBOSE, _QUIET = verbose, quiet
     level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     logging.basicConfig(level=level, format="maillens: %(message)s")
     ctx.ensure_object(dict)

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from maillens.cli.main import handle_errors, load_settings
+from maillens.cli.main import handle_errors, load_settings, note
 from maillens.errors import UsageError
 from maillens.textsafe import json_safe, neutralise
 
@@ -188,4 +188,4 @@ def match(filter_spec: str, files: tuple[str, ...], as_json: bool) -> None:
         else:
             write(f"{neutralise(line.source)}:{line.lineno}\t{neutralise(m.host)}\t{neutralise(line.text)}\n")
     if not as_json:
-        click.echo(f"{matched} lines matched {flt.spec}", err=True)
+        note(f"{matched} lines matched {flt.spec}")

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from maillens.cli.main import handle_errors, load_settings
+from maillens.cli.main import handle_errors, load_settings, note
 
 
 def _day(spec: str | None, default: str | None) -> date | None:
@@ -74,4 +74,4 @@ def report(ctx: click.Context, files: tuple[str, ...], date_spec: str | None, db
     if result.stdout_text is not None:
         click.echo(result.stdout_text, nl=False)
     for line in result.done:
-        click.echo(f"maillens: {line}", err=True)
+        note(f"maillens: {line}")

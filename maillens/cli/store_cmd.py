@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from maillens.cli.main import handle_errors, load_settings
+from maillens.cli.main import handle_errors, load_settings, note
 from maillens.errors import NotFoundError, UsageError
 
 DEFAULT_LOG = "/var/log/mail.log"
@@ -111,11 +111,10 @@ def ingest(ctx: click.Context, files: tuple[str, ...], db: str | None, wait: flo
                                max_age=age)
     else:
         stats = run_ingest(paths, _db(ctx, db), wait=wait, batch_lines=batch_lines, max_age=age)
-    click.echo(
+    note(
         f"ingested {stats.lines} lines from {stats.files} file(s){' and the journal' if journal else ''}: "
         f"{stats.messages} messages closed, "
-        f"{stats.events} events stored",
-        err=True,
+        f"{stats.events} events stored"
     )
     if run_bans:
         from maillens.cli.bans_cmd import bans
