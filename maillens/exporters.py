@@ -42,6 +42,7 @@ import ipaddress
 import json
 import math
 import os
+import stat
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -303,8 +304,27 @@ def render(fmt: str, entries: Iterable[BanEntry], now: float) -> str:
 
 
 def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
-    """Write ``text`` to ``path`` so readers see the old file or the new one, never a part."""
+    """Write ``text`` to ``path`` so readers see the old file or the new one, never a part.
+
+    The new file is renamed over the old one -- but only a regular file may be:
+    renaming over ``/dev/null``, ``/dev/stdout`` or a FIFO a loader reads would
+    replace the device node or pipe itself (as root, /dev/null becomes a file and
+    the whole machine's output piles up in it).  Those are written in place.  A
+    symlink stays a symlink: the file it points at is the one replaced.
+    """
     path = Path(path)
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        found = None
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror}") from None
+    if found is not None and stat.S_ISDIR(found.st_mode):
+        raise InputError(f"cannot write {path}: it is a directory; give a file name")
+    if found is not None and not stat.S_ISREG(found.st_mode):
+        _write_in_place(path, text)
+        return
+    path = Path(os.path.realpath(path))
     directory = path.parent if str(path.parent) else Path(".")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
@@ -331,6 +351,15 @@ def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
             os.close(dfd)
     except OSError:
         pass
+
+
+def _write_in_place(path: Path, text: str) -> None:
+    """A device, FIFO or socket: written through, as ``>`` in a shell would."""
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror}") from None
 
 
 #: How ``--apply`` loads each format (``{path}`` is the written file).

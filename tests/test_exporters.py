@@ -93,6 +93,33 @@ def test_write_atomic(tmp_path: Path) -> None:
 
     with pytest.raises(InputError, match="exists and is writable"):
         write_atomic(tmp_path / "missing-dir" / "x", "y")
+    with pytest.raises(InputError, match="is a directory"):
+        write_atomic(tmp_path, "y")
+
+
+def test_write_atomic_keeps_pipes_and_symlinks(tmp_path: Path) -> None:
+    """``--output`` naming a FIFO (or /dev/null, /dev/stdout) writes through it; renaming
+    a temporary file over it would replace the pipe or device node with a plain file."""
+    import stat
+    import threading
+
+    fifo = tmp_path / "loader.fifo"
+    os.mkfifo(fifo)
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()), daemon=True)
+    reader.start()
+    write_atomic(fifo, "table inet maillens {}\n")
+    reader.join(timeout=10)
+    assert got == ["table inet maillens {}\n"]
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    real = tmp_path / "lists" / "maillens.nft"
+    real.parent.mkdir()
+    real.write_text("old\n")
+    link = tmp_path / "maillens.nft"
+    link.symlink_to(real)
+    write_atomic(link, "new\n")
+    assert link.is_symlink() and real.read_text() == "new\n"
+    assert sorted(p.name for p in real.parent.iterdir()) == ["maillens.nft"]
 
 
 # --------------------------------------------------------------------------- namespaces
