@@ -40,6 +40,14 @@ class ConfigError(MaillensError):
     exit_status = ExitStatus.USAGE
 
 
+class PostfixMissingError(ConfigError):
+    """No Postfix on this host and no configuration named: callers that can go on without one may.
+
+    Kept apart from a Postfix that is there but cannot be read (``postconf``
+    failing): the never-ban lists must not quietly lose ``mynetworks`` then.
+    """
+
+
 class FilterError(MaillensError):
     """A fail2ban-format filter file cannot be read or compiled."""
 

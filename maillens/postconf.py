@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from maillens.errors import ConfigError
+from maillens.errors import ConfigError, PostfixMissingError
 from maillens.rbl import RblZone, ReplyFilter, parse_zone_spec
 from maillens.restrictions import (
     ACCESS_RESTRICTIONS,
@@ -766,7 +766,7 @@ def load_postfix_config(config_dir: Path | str | None = None, *, postconf: str |
         return load_from_postconf(binary)
     if (Path(DEFAULT_CONFIG_DIRECTORY) / "main.cf").is_file():
         return load_from_directory(Path(DEFAULT_CONFIG_DIRECTORY))
-    raise ConfigError(
+    raise PostfixMissingError(
         "Postfix is not installed here and no configuration was given; "
         "use --postfix-config DIR with a copy of main.cf and master.cf"
     )

@@ -640,3 +640,22 @@ def test_cli_reads_compressed_and_stdin(dev_corpus: Path, tmp_path: Path) -> Non
     assert _cli("--config", cfg, "bans", "--format", "json", str(gz)).stdout == plain
     res = CliRunner().invoke(cli, ["--config", cfg, "bans", "--format", "json", "-"], input=text)
     assert res.exit_code == 0 and res.stdout == plain
+
+
+def test_bans_refuse_to_run_when_the_postfix_there_cannot_be_read(dev_corpus: Path, tmp_path: Path) -> None:
+    """A ``postconf`` that is configured but fails must stop the run: going on without
+    ``mynetworks`` would ban the server's own clients (fail open), and under ``-q`` -- what
+    cron passes -- the warning that says so is not printed.  With a Postfix that is read,
+    the same client is refused."""
+    from maillens.cli.main import ExitStatus
+
+    log = tmp_path / "mail.log"
+    log.write_text("\n".join(SASL_LINE.format(s=s, ip="127.0.0.1") for s in range(1, 30)) + "\n")
+    broken = tmp_path / "broken.toml"
+    broken.write_text(f'[bans]\nloopback = []\nignoreself = false\n[postfix]\npostconf = "{tmp_path / "no-such-postconf"}"\n')
+    res = _cli("-q", "--config", str(broken), "bans", "--format", "plain", str(log))
+    assert res.exit_code == ExitStatus.USAGE and "127.0.0.1" not in res.stdout, res.output
+    assert "no-such-postconf" in res.stderr and res.stderr.count("\n") == 1
+    read = _cli("-q", "--config", str(_config(tmp_path, dev_corpus, "ignoreself = false")), "bans", "--format", "plain", str(log))
+    assert read.exit_code == 0 and "127.0.0.1" not in read.stdout, read.output
+    assert "mynetworks = 127.0.0.1/32" in (dev_corpus / "config" / "main.cf").read_text()

@@ -130,19 +130,22 @@ def bans(ctx: click.Context, files: tuple[str, ...], fmt: str, output: str | Non
 
 
 def _postfix_config(settings: Any, postfix_dir: str | None, cfg: Any) -> Any:
-    """The Postfix configuration for the never-ban lists, or None (with a warning) if there is none."""
+    """The Postfix configuration for the never-ban lists, or None (with a warning) if this host has none.
+
+    A Postfix that is there but cannot be read (``postconf`` missing from where
+    the config says, or failing) is an error: banning its ``mynetworks`` because
+    of it would fail open, and under ``-q`` the warning would go unseen.
+    """
     if not (cfg.mynetworks or cfg.access_client):
         return None
-    from maillens.errors import ConfigError
+    from maillens.errors import PostfixMissingError
     from maillens.postconf import load_postfix_config, postfix_settings
 
     section = postfix_settings(settings.section("postfix"))
     directory = postfix_dir or section["config_dir"]
     try:
         return load_postfix_config(directory, postconf=section["postconf"])
-    except ConfigError:
-        if directory:
-            raise
+    except PostfixMissingError:
         return None  # NeverBan warns that mynetworks and access tables are unprotected
 
 
