@@ -42,6 +42,7 @@ import ipaddress
 import json
 import math
 import os
+import shutil
 import stat
 import subprocess
 import tempfile
@@ -303,8 +304,11 @@ def render(fmt: str, entries: Iterable[BanEntry], now: float) -> str:
     return renderer(prepare(entries, now), now)
 
 
-def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+def write_atomic(path: Path, text: str, mode: int | None = None) -> None:
     """Write ``text`` to ``path`` so readers see the old file or the new one, never a part.
+
+    The new file gets ``mode``, else the permissions of the file it replaces
+    (an admin's ``chmod 600`` on a report stays), else 0644.
 
     The new file is renamed over the old one -- but only a regular file may be:
     renaming over ``/dev/null``, ``/dev/stdout`` or a FIFO a loader reads would
@@ -324,6 +328,8 @@ def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
     if found is not None and not stat.S_ISREG(found.st_mode):
         _write_in_place(path, text)
         return
+    if mode is None:
+        mode = stat.S_IMODE(found.st_mode) if found is not None else 0o644
     path = Path(os.path.realpath(path))
     directory = path.parent if str(path.parent) else Path(".")
     try:
@@ -372,6 +378,21 @@ LOADERS: dict[str, tuple[str, ...]] = {
 }
 
 
+#: Where the loaders live when PATH lacks the sbin directories (cron's PATH is /usr/bin:/bin).
+SBIN_DIRS = ("/usr/sbin", "/sbin", "/usr/local/sbin")
+
+
+def _loader_binary(name: str) -> str:
+    """``name`` when it is on PATH, else its full path in an sbin directory (else ``name``, to fail)."""
+    if shutil.which(name):
+        return name
+    for directory in SBIN_DIRS:
+        candidate = os.path.join(directory, name)
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return name
+
+
 class ApplyError(MaillensError):
     """The loader ran and failed; the message carries its exit status and output."""
 
@@ -388,6 +409,7 @@ def apply(fmt: str, path: Path, *, runner: Callable[..., subprocess.CompletedPro
     if fmt not in LOADERS:
         raise UsageError(f"--apply has no loader for format {fmt!r}; it works with {', '.join(LOADERS)}")
     cmd = [part.format(path=str(path)) for part in LOADERS[fmt]]
+    cmd[0] = _loader_binary(cmd[0])
     try:
         proc = runner(cmd, capture_output=True, text=True, timeout=120)
     except FileNotFoundError:

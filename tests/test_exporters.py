@@ -88,6 +88,11 @@ def test_write_atomic(tmp_path: Path) -> None:
     write_atomic(target, "new\n", mode=0o640)
     assert target.read_text() == "new\n"
     assert (target.stat().st_mode & 0o777) == 0o640
+    write_atomic(target, "newer\n")  # the replaced file's permissions stay
+    assert (target.stat().st_mode & 0o777) == 0o640 and target.read_text() == "newer\n"
+    write_atomic(tmp_path / "fresh.nft", "x\n")
+    assert ((tmp_path / "fresh.nft").stat().st_mode & 0o777) == 0o644
+    (tmp_path / "fresh.nft").unlink()
     assert [p.name for p in tmp_path.iterdir()] == ["list.nft"]
     from maillens.errors import InputError
 
@@ -318,6 +323,20 @@ def test_apply_runs_the_loader_and_reports_status(tmp_path: Path) -> None:
     bad.write_text("table inet maillens { set x { type nonsense; } }\n")
     with pytest.raises(ApplyError, match=r"'nft -f .*bad.nft' failed with exit status 1: .*nonsense"):
         apply("nft", bad, runner=_in_namespace)
+
+
+def test_apply_finds_loaders_outside_crons_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """cron runs jobs with PATH=/usr/bin:/bin; nft, ipset and iptables-restore live in /usr/sbin."""
+    nft = require_tool("nft")
+    require_netns()
+    assert os.path.dirname(nft) in ("/usr/sbin", "/sbin", "/usr/local/sbin")
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    good = tmp_path / "good.nft"
+    write_atomic(good, render("nft", _entries(), NOW))
+    result = apply("nft", good, runner=_in_namespace)
+    assert result.returncode == 0
+    assert os.path.dirname(result.command[0]) in ("/usr/sbin", "/sbin", "/usr/local/sbin")
+    assert os.path.basename(result.command[0]) == "nft"
 
 
 def test_apply_postfix_reload_failure_is_reported(tmp_path: Path) -> None:
