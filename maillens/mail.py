@@ -20,6 +20,7 @@ variables, so a password can stay out of the file:
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 import smtplib
@@ -110,9 +111,12 @@ def mail_settings(section: Mapping[str, Any]) -> MailSettings:
         raise ConfigError("[report] smtp_user is set but smtp_password is not (or set MAILLENS_REPORT_SMTP_PASSWORD)")
     timeout = section.get("smtp_timeout", 30)
     try:
-        timeout = float(timeout)
+        seconds = float(timeout)
     except (TypeError, ValueError):
-        raise ConfigError(f"[report] smtp_timeout = {timeout!r}: must be a number of seconds") from None
+        seconds = math.nan
+    if isinstance(timeout, bool) or not 0 < seconds <= 3600:  # (nan fails too) 0 would make the socket non-blocking
+        raise ConfigError(f"[report] smtp_timeout = {timeout!r}: must be a number of seconds above 0, at most 3600")
+    timeout = seconds
     return MailSettings(
         mail_from=check_address(str(section.get("mail_from") or f"maillens@{socket.getfqdn()}"), "[report] mail_from"),
         mail_to=addresses(section.get("mail_to"), "[report] mail_to"),

@@ -259,6 +259,10 @@ def test_settings_are_validated_with_the_key_to_fix(tmp_path: Path) -> None:
         mail.mail_settings({"mail_to": "not an address"})
     with pytest.raises(ConfigError, match="smtp_cafile"):
         mail.mail_settings({"smtp_cafile": str(tmp_path / "missing.pem")})
+    for timeout in (0, -5, "nan", "soon", True, 1e9):  # 0 made the socket non-blocking: a crash at send time
+        with pytest.raises(ConfigError, match=r"\[report\] smtp_timeout"):
+            mail.mail_settings({"smtp_timeout": timeout})
+    assert mail.mail_settings({"smtp_timeout": "2.5"}).smtp_timeout == 2.5
     s = mail.mail_settings({"smtp_host": "mx", "smtp_port": "587", "mail_to": "a@example.org, b@example.org"})
     assert (s.smtp_starttls, s.smtp_tls, s.mail_to, s.method) == (True, False, ("a@example.org", "b@example.org"), "smtp")
     assert mail.mail_settings({}).method == "sendmail"
