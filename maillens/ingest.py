@@ -64,7 +64,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from pygtail import Pygtail
 
@@ -183,6 +183,35 @@ def rotated_set(path: str) -> list[str]:
     out += dated
     present = set(out)
     return [c for c in out if c == path or strip(c) == c or strip(c) not in present]
+
+
+def plan_sources(paths: list[str], known: Iterable[str]) -> list[str]:
+    """The logs to read, each once, under the name the store follows it by.
+
+    A log is named by its real path, so a symlink and its target are one
+    source (a store that already follows the link's own name keeps it).  A
+    path that is a rotated file of another log being read, or of one the store
+    already follows (``mail.log*`` on the command line, or ``mail.log.1`` after
+    ``mail.log``), is read as part of that log and not again on its own: its
+    lines would be counted twice.
+    """
+    followed = set(known)
+    names: list[str] = []
+    for path in paths:
+        plain = os.path.abspath(path)
+        name = plain if plain in followed else os.path.realpath(plain)
+        if name not in names:
+            names.append(name)
+    families = {log: set(rotated_set(log)) for log in followed.union(names) if os.path.isabs(log)}
+    out: list[str] = []
+    for name in names:
+        owner = next((log for log, family in families.items() if log != name and name in family), None)
+        if owner is None:
+            out.append(name)
+        else:
+            log.warning("%s is a rotated file of %s, which reads it: not read again on its own "
+                        "(its lines would count twice)", name, owner)
+    return out
 
 
 def _close(files: list[_Opened]) -> None:
@@ -327,8 +356,8 @@ class Ingester:
 
     def run(self, paths: list[str]) -> IngestStats:
         try:
-            for path in paths:
-                self._ingest_path(os.path.abspath(path))
+            for path in plan_sources(paths, self.store.source_names()):
+                self._ingest_path(path)
         finally:
             self.store.rollback()  # rows written ahead of a batch that was never committed
             if self._pool is not None:

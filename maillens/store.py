@@ -435,6 +435,10 @@ class Store:
                 f"INSERT INTO deliveries (message, {', '.join(DELIVERY_COLUMNS)}) VALUES ({dmarks})", dlv_rows
             )
 
+    def source_names(self) -> list[str]:
+        """Every input the store follows (file paths, ``journal:...``)."""
+        return [row[0] for row in self.connection.execute("SELECT name FROM sources")]
+
     def source_state(self, name: str) -> dict[str, Any] | None:
         """The committed read position of input ``name`` (None when never read)."""
         cur = self.connection.execute(

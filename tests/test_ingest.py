@@ -129,6 +129,30 @@ def test_incremental_runs_with_rotations_equal_one_clean_run(tmp_path: Path) -> 
     assert snapshot(db) == clean_run(tmp_path, lines)
 
 
+def test_a_log_named_twice_is_read_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``ingest mail.log*`` (the shell gives the live log and its rotated files), then a
+    rotated file again, then the same log through a symlink: each line is counted once."""
+    lines = corpus_lines(6000)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    log = logs / "mail.log"
+    append(log, lines[:2000])
+    rotate_rename(log)
+    append(log, lines[2000:4000])
+    rotate_rename(log)  # mail.log.2.gz, mail.log.1, mail.log
+    append(log, lines[4000:6000])
+    db = tmp_path / "m.db"
+    given = sorted(str(p) for p in logs.glob("mail.log*"))
+    assert len(given) == 3
+    assert ingest(given, db).lines == 6000
+    assert "mail.log.1 is a rotated file of " in caplog.text
+    assert ingest([str(logs / "mail.log.1")], db).lines == 0  # read already, as part of mail.log
+    link = tmp_path / "maillog"
+    link.symlink_to(log)
+    assert ingest([str(link)], db).lines == 0
+    assert snapshot(db) == clean_run(tmp_path, lines)
+
+
 def test_bad_bytes_and_partial_lines(tmp_path: Path) -> None:
     log = tmp_path / "mail.log"
     db = tmp_path / "m.db"
