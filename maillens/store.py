@@ -596,15 +596,19 @@ class Store:
         start: Any, end: Any, queue_id: Any, sender: Any, recipient: Any, client_ip: Any, state: Any
     ) -> tuple[str, list[Any]]:
         conds, args = _day_conditions(start, end)
-        for col, value in (("queue_id", queue_id), ("sender", sender), ("client_ip", client_ip), ("state", state)):
+        for col, value in (("queue_id", queue_id), ("client_ip", client_ip), ("state", state)):
             if value is not None:
                 conds.append(f"{col} = ?")
                 args.append(value)
+        if sender is not None:  # addresses match as the tracker matches them, whatever their case
+            conds.append("lower(sender) = ?")
+            args.append(sender.lower())
         if start is None and end is None and queue_id is None and (sender is not None or client_ip is not None):
             conds.insert(0, _ALL_DAYS)
         if recipient is not None:
-            conds.append("id IN (SELECT message FROM deliveries WHERE recipient = ?)")
-            args.append(recipient)
+            conds.append("id IN (SELECT message FROM deliveries "
+                         "WHERE lower(recipient) = ? OR lower(orig_recipient) = ?)")
+            args += [recipient.lower(), recipient.lower()]
         return ("WHERE " + " AND ".join(conds)) if conds else "", args
 
     def events(
@@ -616,6 +620,8 @@ class Store:
         client_ip: str | None = None,
         since_ts: float | None = None,
         columns: Sequence[str] = EVENT_COLUMNS,
+        sender: str | None = None,
+        recipient: str | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Stored events (``STORED_EVENT_KINDS``) in log order; ``ts`` is epoch seconds."""
         bad = [c for c in columns if c not in EVENT_COLUMNS]
@@ -630,6 +636,10 @@ class Store:
                 conds.insert(0, _ALL_DAYS)
             conds.append("client_ip = ?")
             args.append(client_ip)
+        for col, address in (("sender", sender), ("recipient", recipient)):
+            if address is not None:
+                conds.append(f"lower({col}) = ?")
+                args.append(address.lower())
         if since_ts is not None:
             conds.append("ts >= ?")
             args.append(since_ts)

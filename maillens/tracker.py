@@ -248,6 +248,8 @@ class Tracker:
             return
         if msg["helo"] is None and helo:
             msg["helo"] = helo
+        if msg["sender"] is None and t[8] is not None:  # a message refused at DATA never reaches qmgr's from=
+            msg["sender"] = t[8]
         msg["deliveries"].append(t[7])
 
     def _spf(self, t: tuple[Any, ...], ts: float) -> None:
@@ -376,7 +378,7 @@ def compact_at(ev: Any, ts: float, day: str) -> tuple[Any, ...]:
             "status": "rejected" if kind == "reject" else "reject_warning", "relay": None,
             "delay": None, "delays": d.get("stage"), "dsn": d.get("dsn"), "reply": d.get("reason"),
         }  # fmt: skip
-        return (*head, _session_key(ev), None, d.get("helo"), attempt)
+        return (*head, _session_key(ev), None, d.get("helo"), attempt, d.get("sender"))
     if kind == "received":
         daemon = ev.daemon
         key = _session_key(ev) if daemon == "smtpd" or daemon == "postscreen" else None
@@ -400,23 +402,43 @@ def compact_at(ev: Any, ts: float, day: str) -> tuple[Any, ...]:
 # -- trace: find and tell a message's story ------------------------------------------------
 def _matches(msg: dict[str, Any], queue_id: str | None, sender: str | None, recipient: str | None,
              client_ip: str | None) -> bool:
+    """``sender=""`` asks for the null sender (``from=<>``), not for messages whose sender is unknown."""
     if queue_id and queue_id not in (msg["queue_id"], msg.get("parent_queue_id")):
         return False
-    if sender is not None and (msg.get("sender") or "").lower() != sender.lower():
+    if sender is not None and (msg.get("sender") is None or msg["sender"].lower() != sender.lower()):
         return False
     if client_ip is not None and msg.get("client_ip") != client_ip:
         return False
     if recipient is not None and not any(
-        (d.get("recipient") or "").lower() == recipient.lower() for d in msg.get("deliveries", ())
+        recipient.lower() in ((d.get("recipient") or "").lower(), (d.get("orig_recipient") or "").lower())
+        for d in msg.get("deliveries", ())
     ):
         return False
     return True
 
 
+#: The kinds a trace shows beside the messages: refused before (or without) a queue ID.
+_REFUSALS: Final = ("reject", "reject_warning", "sasl_failure")
+
+
+def _refusal_matches(ev: Event, sender: str | None, recipient: str | None, client_ip: str | None) -> bool:
+    """A reject of the client, sender or recipient asked for (``NOQUEUE`` ones have no message)."""
+    if ev.kind not in _REFUSALS or not (sender is not None or recipient or client_ip):
+        return False
+    d = ev.data
+    return ((client_ip is None or ev.client_ip == client_ip)
+            and (sender is None or (d.get("sender") is not None and d["sender"].lower() == sender.lower()))
+            and (recipient is None or (d.get("recipient") or "").lower() == recipient.lower()))
+
+
 def find_messages(files: list[str], db: Any, *, queue_id: str | None = None, sender: str | None = None,
                   recipient: str | None = None, client_ip: str | None = None
                   ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Messages (and, with ``client_ip``, that client's rejects) from files or the store."""
+    """Messages, and the rejects of the client, sender or recipient asked for, from files or the store.
+
+    From the store, messages still open (in the queue, deferred) come from the
+    tracker's saved state: they are the "where is my mail" cases.
+    """
     if files:
         from maillens.sources import iter_events
 
@@ -425,9 +447,10 @@ def find_messages(files: list[str], db: Any, *, queue_id: str | None = None, sen
         rejects: list[dict[str, Any]] = []
         for ev in iter_events(files):
             tracker.feed(ev)
-            if client_ip and ev.kind in ("reject", "reject_warning", "sasl_failure") and ev.client_ip == client_ip:
+            if _refusal_matches(ev, sender, recipient, client_ip):
                 rejects.append({"ts": ev.ts.timestamp() if ev.ts else None, "kind": ev.kind, "raw": ev.raw,
-                                "queue_id": ev.queue_id, "restriction": ev.restriction, "reason": ev.reason})
+                                "queue_id": ev.queue_id, "restriction": ev.restriction, "reason": ev.reason,
+                                "client_ip": ev.client_ip})
             if tracker.finished:
                 found += [m for m in tracker.drain() if _matches(m, queue_id, sender, recipient, client_ip)]
         tracker.close_all()
@@ -440,14 +463,31 @@ def find_messages(files: list[str], db: Any, *, queue_id: str | None = None, sen
 
     with Store.open(db, readonly=True) as store:
         msgs = store.messages(queue_id=queue_id, sender=sender, recipient=recipient, client_ip=client_ip)
+        msgs += _still_open(store, queue_id, sender, recipient, client_ip)
         for m in list(msgs):  # the non-delivery notices a message caused belong to its story
             for child in (m.get("bounce_queue_ids") or "").split(","):
                 if child and all(x["queue_id"] != child for x in msgs):
-                    msgs += store.messages(queue_id=child)
-        rejects = list(store.events(kinds=("reject", "reject_warning", "sasl_failure"), client_ip=client_ip,
-                                    columns=("ts", "kind", "queue_id", "restriction", "reason", "raw"))
-                       ) if client_ip else []
-    return msgs, rejects
+                    msgs += store.messages(queue_id=child) or _still_open(store, child, None, None, None)
+        rejects = list(store.events(kinds=_REFUSALS, client_ip=client_ip, sender=sender, recipient=recipient,
+                                    columns=("ts", "kind", "queue_id", "restriction", "reason", "client_ip", "raw"))
+                       ) if (sender is not None or recipient or client_ip) else []
+    return sorted(msgs, key=lambda m: m["first_ts"]), rejects
+
+
+def _still_open(store: Any, queue_id: str | None, sender: str | None, recipient: str | None,
+                client_ip: str | None) -> list[dict[str, Any]]:
+    """The messages the last ingest left open that match, as records ("still open")."""
+    out = []
+    for qid, saved in store.load_open_state().get("message", {}).items():
+        if queue_id and queue_id != qid and queue_id != saved.get("parent_queue_id"):
+            continue
+        msg = {k: v for k, v in saved.items() if not k.startswith("_")}
+        if isinstance(msg.get("bounce_queue_ids"), list):
+            msg["bounce_queue_ids"] = ",".join(msg["bounce_queue_ids"])
+        msg["state"] = "still open (in the queue, or its end not logged yet)"
+        if _matches(msg, queue_id, sender, recipient, client_ip):
+            out.append(msg)
+    return out
 
 
 def _when(ts: float | None) -> str:
@@ -477,8 +517,11 @@ def format_story(messages: list[dict[str, Any]], rejects: list[dict[str, Any]]) 
             out.append("  " + " ".join(f for f in facts if f))
         if m.get("parent_queue_id"):
             out.append(f"  bounce notice for {m['parent_queue_id']}")
-        out.append(f"  {_when(m['first_ts'])}  queued from=<{m.get('sender') or ''}> size={m.get('size')} "
-                   f"nrcpt={m.get('nrcpt')}")
+        if m.get("size") is not None or m.get("nrcpt") is not None:
+            out.append(f"  {_when(m['first_ts'])}  queued from=<{m.get('sender') or ''}> size={m.get('size')} "
+                       f"nrcpt={m.get('nrcpt')}")
+        elif m.get("sender") is not None:  # refused or abandoned before qmgr took it
+            out.append(f"  from=<{m['sender']}> (never queued for delivery)")
         for d in m.get("deliveries", ()):
             extra = f" delay={d['delay']}" if d.get("delay") is not None else ""
             out.append(f"  {_when(d.get('ts'))}  to=<{d.get('recipient') or ''}> {d.get('status')} "
@@ -489,7 +532,8 @@ def format_story(messages: list[dict[str, Any]], rejects: list[dict[str, Any]]) 
         out.append(f"  {_when(m['last_ts'])}  {m['state']}")
         out.append("")
     if rejects:
-        out.append("rejects and failures of this client:")
-        out += [f"  {_when(r.get('ts'))}  {r['kind']} {r.get('restriction') or ''} {r.get('reason') or ''}".rstrip()
+        out.append("rejects and failures:")
+        out += [f"  {_when(r.get('ts'))}  {r['kind']} {r.get('client_ip') or ''} {r.get('restriction') or ''} "
+                f"{r.get('reason') or ''}".rstrip()
                 for r in rejects]
     return "\n".join(out).rstrip("\n")

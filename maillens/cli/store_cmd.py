@@ -149,11 +149,21 @@ def summary(ctx: click.Context, files: tuple[str, ...], db: str | None, date_spe
     click.echo(render_json(data) if as_json else render_text(data, top))
 
 
+def _canonical_ip(text: str) -> str:
+    """An address as Postfix logs it (IPv6 lower case and compressed), so any spelling finds it."""
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(text.strip().strip("[]")).compressed
+    except ValueError:
+        return text
+
+
 @click.command()
 @click.argument("queue_id", required=False)
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
 @db_option
-@click.option("--sender", default=None, help="Messages from this envelope sender.")
+@click.option("--sender", default=None, help="Messages from this envelope sender ('<>' or '': the null sender).")
 @click.option("--recipient", default=None, help="Messages to this recipient.")
 @click.option("--client", "client_ip", default=None, help="Messages and rejects of this client IP.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per message.")
@@ -167,16 +177,21 @@ def trace(ctx: click.Context, queue_id: str | None, files: tuple[str, ...], db: 
     """
     from maillens.tracker import find_messages, format_story
 
-    if queue_id and (sender or recipient or client_ip) and Path(queue_id).exists():
+    if sender is not None:
+        sender = sender.strip()
+        sender = "" if sender == "<>" else sender.removeprefix("<").removesuffix(">")
+    if client_ip:
+        client_ip = _canonical_ip(client_ip)
+    if queue_id and (sender is not None or recipient or client_ip) and Path(queue_id).exists():
         files, queue_id = (queue_id, *files), None  # `trace --client IP FILE`
-    if not (queue_id or sender or recipient or client_ip):
+    if not (queue_id or sender is not None or recipient or client_ip):
         raise UsageError("say which message: a QUEUEID, or --sender, --recipient or --client")
     messages, rejects = find_messages(
         list(files), _db(ctx, db) if not files else None, queue_id=queue_id, sender=sender,
         recipient=recipient, client_ip=client_ip,
     )  # fmt: skip
     if not messages and not rejects:
-        what = queue_id or sender or recipient or client_ip
+        what = queue_id or ("<>" if sender == "" else sender) or recipient or client_ip
         raise NotFoundError(f"no message found for {what}")
     if as_json:
         for m in messages:
