@@ -448,6 +448,24 @@ def test_cron_daily_script_ingests_and_mails(tmp_path: Path) -> None:
         ctl.stop()
 
 
+def test_cron_daily_script_sees_local_and_sbin_directories(tmp_path: Path) -> None:
+    """anacron's PATH lacks /usr/local/bin, where pip installs maillens: the job then
+    exited 0 without a word and the reports stopped.  Its commands must see it (and
+    the sbin directories --apply's loaders live in) whatever PATH cron gives."""
+    seen = tmp_path / "path.txt"
+    fake = tmp_path / "maillens"
+    fake.write_text(f'#!/bin/sh\necho "$PATH" >> "{seen}"\n')
+    fake.chmod(0o755)
+    env = {"MAILLENS": str(fake), "PATH": "/bin", "HOME": str(tmp_path)}
+    res = subprocess.run(["/bin/sh", str(CONTRIB / "cron.daily" / "maillens-report")], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and res.stdout == res.stderr == "", res
+    paths = seen.read_text().split()
+    assert len(paths) == 2  # the ingest, then the report
+    for directory in ("/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"):
+        assert all(directory in p.split(":") for p in paths), (directory, paths)
+
+
 def test_ban_list_changes_of_the_day(tmp_path: Path) -> None:
     """After a real ``maillens bans`` run on the store, the report's one-line
     ban summary counts the bans the ban log holds for that day, per jail."""
