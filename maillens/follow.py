@@ -278,6 +278,47 @@ def rotated_siblings(path: str) -> list[str]:
     return sorted(p for p in found if os.path.isfile(p))
 
 
+def _is_compressed(path: str) -> bool:
+    """gzip, bzip2 or xz by the first bytes (logrotate's names do not have to say)."""
+    from maillens.logcompress import kind_of
+
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False  # missing or unreadable: the follower says so in its own words
+    try:
+        return os.path.isfile(path) and kind_of(fd) != "plain"
+    finally:
+        os.close(fd)
+
+
+def compressed_lines(path: str, start: StartAt,
+                     line_time: Callable[[str, str], datetime | None] | None) -> Iterator[TailLine]:
+    """A compressed file's lines picked as ``-n N``, ``-n +N`` or ``--since`` pick them, decompressed.
+
+    Read through once (memory: the last N lines at most), as ``zcat FILE | tail`` would.
+    """
+    from collections import deque
+
+    from maillens.sources import read_file_lines
+
+    lines = (TailLine(line.source, line.lineno, line.text) for line in read_file_lines(path))
+    if start.since is not None and line_time is not None:
+        since = start.since
+        started = False
+        for line in lines:
+            if not started:
+                ts = line_time(line.text, line.source)
+                if ts is None or ts < since:
+                    continue
+                started = True
+            yield line
+    elif start.from_line is not None:
+        yield from (line for line in lines if line.lineno >= start.from_line)
+    else:
+        yield from deque(lines, maxlen=start.last if start.last is not None else 10)
+
+
 def history_lines(paths: Iterable[str], since: datetime,
                   line_time: Callable[[str, str], datetime | None]) -> Iterator[TailLine]:
     """Lines of the rotated history of ``paths`` from ``since`` on, through the core reader.
@@ -328,7 +369,9 @@ class Follower:
     ) -> None:
         if start.since is not None and line_time is None:
             raise ValueError("start.since needs line_time")
-        self.paths = list(paths) or [STDIN]
+        #: Compressed files (rotated history given by name) are finished: read once, never followed.
+        self.compressed = [p for p in paths if p != STDIN and _is_compressed(p)]
+        self.paths = [p for p in paths if p not in self.compressed] or ([] if self.compressed else [STDIN])
         self.follow = follow
         self.by_name = by_name
         self.start = start
@@ -382,10 +425,14 @@ class Follower:
         self.close()
 
     def history(self) -> Iterator[TailLine]:
-        """For ``--since``: the matching lines of the rotated, maybe compressed, history."""
-        if self.start.since is None or self.line_time is None:
-            return iter(())
-        return history_lines(self.paths, self.start.since, self.line_time)
+        """Compressed files named on the command line, then for ``--since`` the matching lines
+        of the rotated, maybe compressed, history."""
+        for path in self.compressed:
+            if self.follow:
+                self.notice(f"{path} is compressed (finished rotated history): shown, not followed")
+            yield from compressed_lines(path, self.start, self.line_time)
+        if self.start.since is not None and self.line_time is not None:
+            yield from history_lines(self.paths, self.start.since, self.line_time)
 
     def lines(self) -> Iterator[TailLine]:
         """Every line, blocking between arrivals; ends when ``done``."""

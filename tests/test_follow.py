@@ -78,6 +78,31 @@ def test_from_line(tmp_path: Path, corpus_lines: list[str], spec: str, first: in
         assert got[0].lineno == first
 
 
+@pytest.mark.parametrize("compress", ["gzip", "bzip2", "xz"])
+def test_compressed_file_is_shown_decompressed_and_not_followed(tmp_path: Path, corpus_lines: list[str],
+                                                                 compress: str) -> None:
+    """``tail mail.log.2.gz`` shows what ``zcat mail.log.2.gz | tail`` shows (it showed the
+    compressed bytes as unparsed lines); with -F it is shown once, since it cannot grow."""
+    import subprocess
+
+    p = tmp_path / "mail.log.2"
+    write(p, corpus_lines[:1000])
+    subprocess.run([compress, "-k", str(p)], check=True)
+    packed = next(q for q in tmp_path.iterdir() if q.name != p.name)
+    for start, expected in ((StartAt(last=5), corpus_lines[995:1000]),
+                            (StartAt.parse_n("+990"), corpus_lines[989:1000])):
+        f = Follower([str(packed)], start=start)
+        got = list(f.history()) + list(f.lines())
+        assert texts(got) == expected
+        assert got[0].lineno == 1000 - len(expected) + 1 and {g.source for g in got} == {str(packed)}
+    notices: list[str] = []
+    f = Follower([str(packed), str(p)], follow=True, by_name=True, start=StartAt(last=2), notice=notices.append)
+    got = list(f.history()) + drain(f, 2)
+    assert texts(got) == corpus_lines[998:1000] * 2
+    assert notices == [f"{packed} is compressed (finished rotated history): shown, not followed"]
+    f.close()
+
+
 def test_parse_n_rejects_nonsense() -> None:
     with pytest.raises(UsageError, match="-n"):
         StartAt.parse_n("ten")
