@@ -239,15 +239,19 @@ def render_ipset(entries: Sequence[BanEntry], now: float) -> str:
 
 def _render_iptables(entries: Sequence[BanEntry], now: float, version: int) -> str:
     tool = "iptables" if version == 4 else "ip6tables"
-    lines = _header(tool, entries, now)
+    mine = [e for e in entries if e.version == version]
+    lines = _header(tool, mine, now)
+    if len(mine) < len(entries):
+        other = "ip6tables" if version == 4 else "iptables"
+        lines.append(f"# {len(entries) - len(mine)} IPv{10 - version} entries are not in this file: "
+                     f"write them with --format {other}")
     lines.append(f"# Load with: {tool}-restore --noflush THIS_FILE  (only chain {IPTABLES_CHAIN} is replaced)")
     lines.append(f"# Jump to it once: {tool} {IPTABLES_RULE_SNIPPET}")
     lines.append("# iptables has no per-rule timeouts: run 'maillens bans' again to drop expired bans.")
     lines.append("*filter")
     lines.append(f":{IPTABLES_CHAIN} - [0:0]")
-    for e in entries:
-        if e.version == version:
-            lines.append(f"-A {IPTABLES_CHAIN} -s {e.network} -j DROP")
+    for e in mine:
+        lines.append(f"-A {IPTABLES_CHAIN} -s {e.network} -j DROP")
     lines.append("COMMIT")
     return "\n".join(lines) + "\n"
 
@@ -302,6 +306,19 @@ def render(fmt: str, entries: Iterable[BanEntry], now: float) -> str:
     except KeyError:
         raise UsageError(f"unknown block list format {fmt!r}; use one of: {', '.join(FORMATS)}") from None
     return renderer(prepare(entries, now), now)
+
+
+def written_entries(fmt: str, entries: Iterable[BanEntry], now: float) -> tuple[int, int]:
+    """(entries ``fmt`` writes, entries of the other address family it leaves out).
+
+    ``iptables`` and ``ip6tables`` each take one family; every other format takes both.
+    """
+    listed = prepare(entries, now)
+    family = {"iptables": 4, "ip6tables": 6}.get(fmt)
+    if family is None:
+        return len(listed), 0
+    mine = sum(1 for e in listed if e.version == family)
+    return mine, len(listed) - mine
 
 
 def write_atomic(path: Path, text: str, mode: int | None = None) -> None:

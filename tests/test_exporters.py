@@ -31,6 +31,7 @@ from maillens.exporters import (
     prepare,
     render,
     write_atomic,
+    written_entries,
 )
 
 NOW = 1_794_300_000.0
@@ -283,6 +284,14 @@ def test_iptables_noflush_replaces_only_its_chain(tmp_path: Path, fmt: str, tool
                                   "-A MAILLENS -s 2001:db8:1::/64 -j DROP"]  # fmt: skip
         assert b.splitlines() == ["-N MAILLENS", "-A MAILLENS -s 2001:db8::9/128 -j DROP"]
     assert "--dport 22 -j ACCEPT" in inp  # --noflush: other chains untouched
+    # the count says what the tool loaded, and the other family is named, not silently dropped
+    text, rules = render(fmt, _entries(), NOW), len(a.splitlines()) - 1
+    assert f"({fmt}), {rules} entries, as of" in text.splitlines()[0]
+    written, left_out = written_entries(fmt, _entries(), NOW)
+    assert written == rules and left_out == len(prepare(_entries(), NOW)) - rules > 0
+    other = "ip6tables" if fmt == "iptables" else "iptables"
+    assert f"# {left_out} IPv{6 if fmt == 'iptables' else 4} entries are not in this file: " \
+           f"write them with --format {other}" in text.splitlines()
 
 
 # --------------------------------------------------------------------------- postfix cidr

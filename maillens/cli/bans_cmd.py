@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -12,6 +13,8 @@ import click
 from maillens.cli.main import handle_errors, load_settings, note
 from maillens.errors import UsageError
 from maillens.exporters import FORMATS, NFT_RULE_SNIPPET
+
+log = logging.getLogger(__name__)
 
 
 def parse_at(text: str | None) -> float | None:
@@ -90,7 +93,7 @@ def bans(ctx: click.Context, files: tuple[str, ...], fmt: str, output: str | Non
     """
     from maillens.banconfig import BanSettings
     from maillens.bans import BanEngine
-    from maillens.exporters import apply, render, write_atomic
+    from maillens.exporters import apply, render, write_atomic, written_entries
     from maillens.neverban import NeverBan
 
     if do_apply and not output:
@@ -118,7 +121,11 @@ def bans(ctx: click.Context, files: tuple[str, ...], fmt: str, output: str | Non
         click.echo(render_list(entries, sorted(engine.refused.values(), key=lambda r: r.time)), nl=False)
     if output:
         write_atomic(Path(output), text)
-        note(f"wrote {len(entries)} entries ({fmt}) to {output}")
+        written, left_out = written_entries(fmt, entries, now)
+        note(f"wrote {written} entries ({fmt}) to {output}")
+        if left_out:
+            log.warning("%d ban(s) of the other address family are not in %s: --format %s writes them",
+                        left_out, output, "ip6tables" if fmt == "iptables" else "iptables")
         if do_apply:
             result = apply(fmt, Path(output))
             note(f"applied: {' '.join(result.command)} exited with status {result.returncode}")
