@@ -290,6 +290,12 @@ class Store:
             conn.execute("PRAGMA busy_timeout = 60000")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
         except sqlite3.DatabaseError as exc:
+            if not os.access(p.parent, os.W_OK) and ("readonly" in str(exc) or "unable to open" in str(exc)):
+                raise StoreError(
+                    f"cannot open {p}: SQLite must create {p.name}-shm beside it (the store is in WAL mode) "
+                    f"and {p.parent} is not writable for this user; run as the user that runs "
+                    "'maillens ingest', or give this user write access to that directory"
+                ) from None
             raise StoreError(f"{p} is not a maillens store (SQLite says: {exc}); pass another --db") from None
         if version > SCHEMA_VERSION:
             conn.close()

@@ -109,3 +109,34 @@ def test_not_a_store_and_missing_store(tmp_path: Path) -> None:
         Store.open(junk)
     with pytest.raises(StoreError, match="run 'maillens ingest' first"):
         Store.open(tmp_path / "none.db", readonly=True)
+
+
+def test_a_store_in_a_directory_the_reader_cannot_write_says_so(tmp_path: Path) -> None:
+    """A postmaster without write access to root's store directory: SQLite cannot create
+    the WAL index (-shm) there.  The message says that, not that the file is no store."""
+    import os
+    import shutil
+
+    from maillens.ingest import ingest
+
+    directory = tmp_path / "store"
+    directory.mkdir()
+    db = directory / "m.db"
+    ingest([str(Path(__file__).resolve().parent.parent / "sample-logs" / "mail.log")], db)
+    cmd = [*MAILLENS, "summary", "--db", str(db)]
+    if os.geteuid() == 0:  # root writes anywhere: drop the capability that lets it
+        from conftest import require_tool
+
+        cmd = [require_tool("setpriv"), "--inh-caps=-dac_override,-dac_read_search",
+               "--bounding-set=-dac_override,-dac_read_search", *cmd]
+        shutil.chown(directory, user="nobody")
+    directory.chmod(0o755 if os.geteuid() == 0 else 0o555)
+    db.chmod(0o644)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+    finally:
+        directory.chmod(0o755)
+        if os.geteuid() == 0:
+            shutil.chown(directory, user="root")
+    assert proc.returncode == ExitStatus.DATA, proc.stderr
+    assert f"{directory} is not writable for this user" in proc.stderr and proc.stderr.count("\n") == 1
