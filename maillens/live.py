@@ -237,7 +237,9 @@ def trace_style(queue_id: str) -> str:
 
 
 def _time(ev: Event, fmt: str) -> str:
-    return ev.ts.strftime(fmt) if ev.ts is not None else "-" * len(datetime(2000, 1, 1).strftime(fmt))
+    """The line's time in this machine's zone, as ``trace`` shows it and ``--since`` reads it
+    (an RFC 3339 line stamped in another zone would otherwise show a different clock)."""
+    return ev.ts.astimezone().strftime(fmt) if ev.ts is not None else "-" * len(datetime(2000, 1, 1).strftime(fmt))
 
 
 def plain_line(ev: Event, *, raw: bool = False, source: bool = False) -> str:

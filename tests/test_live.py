@@ -459,3 +459,25 @@ def test_several_files_and_filters_through_the_command(tmp_path: Path, maillog: 
         f"{a if d['lineno'] <= 3000 else b}:{d['lineno'] if d['lineno'] <= 3000 else d['lineno'] - 3000}"
         for d in want]
     assert all(line.split()[3] == "RBL" for line in out)
+
+
+def test_one_clock_for_tail_trace_and_since_whatever_the_logs_zone(tmp_path: Path) -> None:
+    """An RFC 3339 log stamped in UTC, read where TZ is New York: tail shows the local
+    time (as trace does), and --since that local time starts at that line."""
+    src = (corpus_dir("real-postfix-dev") / "maillog.rfc3339").read_text().splitlines()[:200]
+    log = tmp_path / "mail.log"
+    log.write_text("\n".join(src) + "\n")
+    last = datetime.fromisoformat(src[-1].split(" ", 1)[0])
+    assert last.utcoffset() == timedelta(0)
+    local = last.astimezone(__import__("zoneinfo").ZoneInfo("America/New_York"))
+    assert local.hour != last.hour
+    env = {"TZ": "America/New_York", "MAILLENS_CONFIG": "/dev/null"}
+    shown = run(["tail", "-n", "1", str(log)], env=env)
+    assert shown.startswith(local.strftime("%Y-%m-%d %H:%M:%S")), shown
+    since = run(["tail", "--since", local.strftime("%Y-%m-%dT%H:%M:%S"), str(log)], env=env)
+    assert since.splitlines()[0].startswith(local.strftime("%Y-%m-%d %H:%M:%S")), since
+    qid = next(m.group(1) for line in reversed(src) if (m := re.search(r"\]: (\w{12,}): ", line)))
+    story = run(["trace", qid, str(log)], env=env)
+    stamps = set(re.findall(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", story))
+    times = {datetime.fromisoformat(line.split(" ", 1)[0]) for line in src}
+    assert stamps <= {t.astimezone(local.tzinfo).strftime("%Y-%m-%d %H:%M:%S") for t in times}, (stamps, story)
