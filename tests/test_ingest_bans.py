@@ -68,3 +68,19 @@ def test_quiet_runs_say_nothing_and_loud_runs_say_what_they_did(tmp_path: Path) 
     matched = run("-q", "match", "--filter", "postfix", log, config=config)
     assert matched.returncode == 0 and matched.stderr == "" and matched.stdout, matched.stderr
     assert "lines matched" in run("match", "--filter", "postfix", log, config=config).stderr
+
+
+def test_bad_bans_options_and_stdin_are_refused_before_anything_is_read(tmp_path: Path) -> None:
+    """A typo in --bans-format used to surface only after the whole ingest had run."""
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG)
+    log = str(corpus_dir("real-postfix-dev") / "maillog")
+    db = tmp_path / "d.db"
+    for args, words in (
+        (["--bans", "--bans-format", "pf", log], "--bans-format 'pf': use one of nft,"),
+        (["--bans", "--bans-apply", log], "give --bans-output FILE"),
+        (["-"], "ingest cannot read standard input"),
+    ):
+        result = run("ingest", "--db", str(db), *args, config=config)
+        assert result.returncode == 2 and words in result.stderr and result.stderr.count("\n") == 1, result.stderr
+        assert not db.exists()

@@ -90,6 +90,15 @@ def ingest(ctx: click.Context, files: tuple[str, ...], db: str | None, wait: flo
     """
     if (bans_output or bans_apply) and not run_bans:
         raise UsageError("--bans-output and --bans-apply go with --bans")
+    if bans_apply and not bans_output:
+        raise UsageError("--bans-apply loads the file --bans-output writes: give --bans-output FILE")
+    from maillens.exporters import FORMATS
+
+    if bans_format not in FORMATS:  # said now, not after the whole ingest has run
+        raise UsageError(f"--bans-format {bans_format!r}: use one of {', '.join(FORMATS)}")
+    if "-" in files:
+        raise UsageError("ingest cannot read standard input: it keeps its place in each file between runs; "
+                         "save the lines to a file and ingest that, or pipe them to 'maillens summary -'")
     from maillens.ingest import ingest as run_ingest
 
     journal = use_journal or journal_dir is not None
