@@ -10,9 +10,10 @@ variables, so a password can stay out of the file:
 ``mail_to``       default recipients (string or list) when ``--mail-to`` is absent
 ``smtp_host``     send by SMTP to this host; without it, use ``sendmail``
 ``smtp_port``     default 25 (587 implies STARTTLS, 465 implies TLS)
-``smtp_starttls`` ``true``/``false``; default: true on 587
+``smtp_starttls`` ``true``/``false``; default: true on 587 and whenever ``smtp_user`` is set
 ``smtp_tls``      implicit TLS (port 465 style)
-``smtp_user`` / ``smtp_password``  login after STARTTLS
+``smtp_user`` / ``smtp_password``  login after STARTTLS (a server without STARTTLS gets no
+                  password unless ``smtp_starttls = false`` says to send it in clear)
 ``smtp_cafile``   CA bundle to verify the server's certificate (default: the system's)
 ``smtp_timeout``  seconds, default 30
 ``sendmail``      path of sendmail(1), default ``/usr/sbin/sendmail``
@@ -122,7 +123,8 @@ def mail_settings(section: Mapping[str, Any]) -> MailSettings:
         mail_to=addresses(section.get("mail_to"), "[report] mail_to"),
         smtp_host=(str(section["smtp_host"]).strip() or None) if section.get("smtp_host") else None,
         smtp_port=port,
-        smtp_starttls=_bool(section, "smtp_starttls", port == 587) and not tls,
+        # a password never crosses the network in clear unless the config says so in words
+        smtp_starttls=_bool(section, "smtp_starttls", port == 587 or bool(user)) and not tls,
         smtp_tls=tls,
         smtp_user=str(user) if user else None,
         smtp_password=str(password) if password is not None else None,
@@ -213,7 +215,8 @@ def _send_smtp(msg: EmailMessage, s: MailSettings) -> str:
         raise MailError(f"SMTP server {where} refused the login of [report] smtp_user: {exc.smtp_code} "
                         f"{exc.smtp_error.decode(errors='replace')}") from None
     except smtplib.SMTPNotSupportedError:
-        raise MailError(f"SMTP server {where} does not offer STARTTLS/AUTH; check [report] smtp_starttls and smtp_user") from None
+        raise MailError(f"SMTP server {where} does not offer STARTTLS/AUTH; check [report] smtp_starttls and smtp_user "
+                        "(smtp_starttls = false sends the password unencrypted)") from None
     except smtplib.SMTPRecipientsRefused as exc:
         raise MailError(f"SMTP server {where} refused every recipient: {', '.join(exc.recipients)}") from None
     except smtplib.SMTPResponseException as exc:

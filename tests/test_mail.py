@@ -228,6 +228,28 @@ def test_report_mail_via_starttls_and_login(tls_files: tuple[Path, Path]) -> Non
         ctl.stop()
 
 
+def test_password_is_not_sent_in_clear_unless_the_config_says_so() -> None:
+    """A server on port 25 offering AUTH without STARTTLS: with smtp_user set, STARTTLS is
+    required by default, so the password never leaves; ``smtp_starttls = false`` is the
+    explicit way to send it unencrypted (e.g. to a relay on this machine)."""
+    seen: list[bytes] = []
+
+    def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
+        seen.append(auth_data.password)
+        return AuthResult(success=True, handled=False)
+
+    ctl, sink, port = start_sink(authenticator=authenticator, auth_require_tls=False)
+    try:
+        conf = dict(smtp_host="127.0.0.1", smtp_port=str(port), smtp_user="reporter", smtp_password="s3cret")
+        with pytest.raises(mail.MailError, match="does not offer STARTTLS.*unencrypted"):
+            mail.send(compose(sample_report(), ["a@example.org"]), settings(**conf))
+        assert seen == []
+        mail.send(compose(sample_report(), ["a@example.org"]), settings(smtp_starttls="false", **conf))
+        assert seen == [b"s3cret"] and sink.wait()["authenticated"]
+    finally:
+        ctl.stop()
+
+
 def test_unreachable_smtp_server_is_one_plain_error() -> None:
     port = free_port()  # nothing listens there
     with pytest.raises(mail.MailError, match=rf"127\.0\.0\.1:{port}.*smtp_host"):
