@@ -16,9 +16,11 @@ Everything here is pure: text in, fields out; the clock is injected.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
+from functools import lru_cache
 from typing import Final
 
 MONTHS: Final = {m: i for i, m in enumerate(
@@ -63,19 +65,64 @@ class Envelope:
     message: str
 
 
+@lru_cache(maxsize=1)
+def local_zone() -> tzinfo:
+    """This machine's time zone with its rules (summer time included), as syslog wrote by it.
+
+    ``datetime.now().astimezone().tzinfo`` is today's fixed offset: a July line
+    read in November would be an hour off.  The zone is found by name (``TZ``,
+    the ``/etc/localtime`` link, Debian's ``/etc/timezone``) so that it can be
+    pickled to worker processes; without a name, today's offset is the fallback.
+    """
+    from zoneinfo import ZoneInfo
+
+    names = []
+    env = os.environ.get("TZ", "").lstrip(":")
+    if env:
+        names.append(env.split("zoneinfo/", 1)[-1] if env.startswith("/") else env)
+    else:
+        try:
+            target = os.path.realpath("/etc/localtime")
+            if "zoneinfo/" in target:
+                names.append(target.split("zoneinfo/", 1)[1].removeprefix("posix/").removeprefix("right/"))
+        except OSError:
+            pass
+        try:
+            with open("/etc/timezone", encoding="ascii") as fh:
+                names.append(fh.read().strip())
+        except (OSError, UnicodeDecodeError):
+            pass
+    for name in names:
+        try:
+            return ZoneInfo(name)
+        except (KeyError, ValueError, OSError):  # (ZoneInfoNotFoundError is a KeyError) a POSIX TZ rule, junk
+            continue
+    return datetime.now().astimezone().tzinfo or timezone.utc
+
+
 class YearInference:
     """Gives BSD time stamps a year, from a reference time and the stream so far.
 
     The first line gets the year that puts it not more than a day after the
-    reference (a log is not written in the future); after that the year only
-    moves forward, when the date falls back by more than half a year (December
-    to January).  Feed lines in log order; call ``reset`` for a new file.
+    reference (a log is not written in the future).  After that the year moves
+    forward when the date falls back by more than half a year (December to
+    January) and the new date follows the last within a month, or is not more
+    than a day after the reference; otherwise the line is out of order (a host
+    booting with its clock unset logs ``Jan  1 00:00:12`` between November
+    lines), not a New Year: moving every later line a year ahead would turn an
+    hour's ban into a year's.  A line whose date jumps ahead by more than half
+    a year into the future (``Dec 31`` logged a second after ``Jan  1``) is
+    last year's; the year stays.  A reference older than the lines (a skewed
+    clock) still lets a contiguous log cross New Year.  Feed lines in log
+    order; call ``reset`` for a new file.
     """
 
     ROLLBACK: Final = timedelta(days=182)
+    AHEAD: Final = timedelta(days=1)
+    NEW_YEAR_GAP: Final = timedelta(days=31)
 
     def __init__(self, reference: datetime | None = None, tz: tzinfo | None = None) -> None:
-        self.tz: tzinfo = tz or datetime.now().astimezone().tzinfo or timezone.utc
+        self.tz: tzinfo = tz or local_zone()
         self.reference = reference
         self._year: int | None = None
         self._last: datetime | None = None
@@ -104,9 +151,15 @@ class YearInference:
                 year -= 1
             self._year = year
         ts = _safe_datetime(self._year, month, d, h, m, s, self.tz)
-        if self._last is not None and self._last - ts > self.ROLLBACK:
-            self._year += 1
-            ts = _safe_datetime(self._year, month, d, h, m, s, self.tz)
+        last, ref = self._last, self.reference
+        if last is not None and last - ts > self.ROLLBACK:  # the date fell back: New Year, or a line out of order
+            later = _safe_datetime(self._year + 1, month, d, h, m, s, self.tz)
+            if later - last <= self.NEW_YEAR_GAP or ref is None or later.replace(second=0) - ref <= self.AHEAD:
+                self._year += 1
+                ts = later
+        elif last is not None and ts - last > self.ROLLBACK and ref is not None \
+                and ts.replace(second=0) - ref > self.AHEAD:  # (to the minute, as ``ingestscan`` caches)
+            ts = _safe_datetime(self._year - 1, month, d, h, m, s, self.tz)  # December after January: this line only
         self._last = ts
         self._cache_key, self._cache_value = key, ts
         return ts

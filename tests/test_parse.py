@@ -74,6 +74,74 @@ def test_year_is_never_in_the_future() -> None:
     assert ts.year == 2025
 
 
+def test_a_line_out_of_order_does_not_move_the_year() -> None:
+    """A host booting with its clock unset logs ``Jan  1 00:00:12`` among November lines:
+    that is no New Year (every later line would be a year ahead, and a one-hour ban a
+    year's).  ``Dec 31`` logged a second after ``Jan  1`` is last year's, and the year stays."""
+    years = YearInference(reference=datetime(2026, 11, 25, 12, tzinfo=UTC), tz=UTC)
+    stamps = [parse_envelope(f"{d} mx postfix/qmgr[1]: x", years).ts for d in
+              ("Nov 25 10:00:00", "Jan  1 00:00:12", "Nov 25 10:20:00", "Nov 25 10:21:00")]
+    assert [ts.isoformat() for ts in stamps] == ["2026-11-25T10:00:00+00:00", "2026-01-01T00:00:12+00:00",
+                                                 "2026-11-25T10:20:00+00:00", "2026-11-25T10:21:00+00:00"]
+    years = YearInference(reference=datetime(2027, 3, 2, tzinfo=UTC), tz=UTC)
+    stamps = [parse_envelope(f"{d} mx postfix/qmgr[1]: x", years).ts for d in
+              ("Jan  1 00:00:05", "Dec 31 23:59:59", "Jan  1 00:00:06")]
+    assert [ts.year for ts in stamps] == [2027, 2026, 2027]
+    # a file whose time is older than its lines (a skewed clock) still crosses New Year
+    years = YearInference(reference=datetime(2026, 12, 30, 12, tzinfo=UTC), tz=UTC)
+    stamps = [parse_envelope(f"{d} mx postfix/qmgr[1]: x", years).ts for d in
+              ("Dec 30 10:00:00", "Dec 31 23:59:00", "Jan  1 00:00:01", "Jan  2 10:00:00")]
+    assert [ts.year for ts in stamps] == [2026, 2026, 2027, 2027]
+
+
+def test_an_unset_clock_line_does_not_turn_an_hours_ban_into_a_years(tmp_path: Path) -> None:
+    """The same log through ``maillens bans``: the SASL attacker after the odd line is banned
+    for the jail's bantime from its failures' real time, as fail2ban would."""
+    from click.testing import CliRunner
+
+    from maillens.cli.main import cli
+
+    lines = ["Nov 25 10:00:00 mx postfix/smtpd[1]: connect from a.example[192.0.2.1]",
+             "Jan  1 00:00:12 mx postfix/master[100]: daemon started -- version 3.7.11"]
+    lines += [f"Nov 25 10:2{i}:00 mx postfix/submission/smtpd[2]: warning: unknown[203.0.113.50]: SASL LOGIN "
+              "authentication failed: authentication failure, sasl_username=x@example.org" for i in range(6)]
+    log = tmp_path / "mail.log"
+    log.write_text("\n".join(lines) + "\n")
+    written = datetime(2026, 11, 25, 10, 30, tzinfo=UTC).timestamp()
+    os.utime(log, (written, written))
+    config = tmp_path / "c.toml"
+    config.write_text("[bans]\nloopback = []\nmynetworks = false\nignoreself = false\naccess_client = false\n"
+                      "[bans.jails.sasl]\nbantime = 3600\nmaxretry = 5\n")
+    db = tmp_path / "store.db"
+    outputs = []
+    at = ["--at", "2026-11-25T10:30:00"]  # the list as it stood then (not expired by the time the test runs)
+    for args in (["ingest", "--db", str(db), str(log)], ["bans", "--format", "json", "--db", str(db), *at],
+                 ["bans", "--format", "json", str(log), *at]):
+        res = CliRunner().invoke(cli, ["--config", str(config), *args], env={"TZ": "UTC"}, catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        outputs.append(res.stdout)
+    for listed in outputs[1:]:  # from the store (the lines' years set by ingest) and from the file
+        (entry,) = [e for e in json.loads(listed) if e["address"] == "203.0.113.50"]
+        # the fifth failure (10:24) bans for an hour
+        assert (entry["last"], entry["until"]) == ("2026-11-25T10:24:00+00:00", "2026-11-25T11:24:00+00:00")
+
+
+@pytest.mark.parametrize("zone,offsets", [("Europe/Berlin", ("+02:00", "+01:00")),
+                                          ("America/New_York", ("-04:00", "-05:00"))])
+def test_traditional_times_follow_the_zones_summer_time(tmp_path: Path, zone: str, offsets: tuple[str, str]) -> None:
+    """``Jul  1 10:00:00`` read in November is summer time: the zone's rules, not today's offset
+    (what ``fail2ban-regex`` dates it by; a July line was an hour late)."""
+    log = tmp_path / "mail.log"
+    log.write_text("Jul  1 10:00:00 mx postfix/qmgr[1]: 4F3A21C0D9: removed\n"
+                   "Nov 20 10:00:00 mx postfix/qmgr[1]: 4F3A21C0D9: removed\n")
+    written = datetime(2026, 11, 25, tzinfo=UTC).timestamp()
+    os.utime(log, (written, written))
+    proc = subprocess.run([sys.executable, "-m", "maillens", "parse", "--json", str(log)], capture_output=True,
+                          text=True, env={**os.environ, "TZ": zone, "MAILLENS_CONFIG": "/dev/null"}, check=True)
+    stamps = [json.loads(line)["ts"] for line in proc.stdout.splitlines()]
+    assert stamps == [f"2026-07-01T10:00:00{offsets[0]}", f"2026-11-20T10:00:00{offsets[1]}"]
+
+
 def test_rotated_set_is_read_oldest_first(tmp_path: Path) -> None:
     names = {"mail.log": "4", "mail.log.1": "3", "mail.log.2.gz": "2", "mail.log.3.bz2": "1", "mail.log.4.xz": "0"}
     openers = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
