@@ -151,8 +151,8 @@ def _open_error(path: str, exc: OSError) -> InputError:
     return InputError(f"cannot read {path}: {exc.strerror or exc}; {hint}")
 
 
-def open_binary(path: str) -> IO[bytes]:
-    """Open a file (or stdin) for binary reading, decompressing by magic bytes.
+def _open_raw(path: str) -> tuple[IO[bytes], str]:
+    """A file (or stdin) opened for binary reading, and its compression by magic bytes.
 
     The magic bytes are *peeked*, never read and sought back, so pipes work
     too (``<(zcat ...)``, a FIFO), not just regular files.
@@ -171,12 +171,56 @@ def open_binary(path: str) -> IO[bytes]:
             raw.close()
         raise _open_error(path, exc) from None
     if head.startswith(b"\x1f\x8b"):
-        return gzip.GzipFile(fileobj=raw)  # type: ignore[return-value]
+        return raw, "gz"
     if head.startswith(b"BZh"):
-        return bz2.BZ2File(raw)  # type: ignore[return-value]
+        return raw, "bz2"
     if head.startswith(b"\xfd7zXZ\x00") or head.startswith(b"\x5d\x00\x00"):
-        return lzma.LZMAFile(raw)  # type: ignore[return-value]
-    return raw
+        return raw, "xz"  # (xz, or the older lzma-alone format: one decompressor reads both)
+    return raw, "plain"
+
+
+#: Below this, a file that looks compressed and ends early is taken for plain text that
+#: happens to start with a magic number (``]\x00\x00`` is lzma's): a compressor's headers
+#: and first block are longer.
+_MIN_COMPRESSED = 64
+
+
+def _decompressor(kind: str) -> Any:
+    if kind == "gz":
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if kind == "bz2":
+        return bz2.BZ2Decompressor()
+    return lzma.LZMADecompressor(lzma.FORMAT_AUTO)
+
+
+def _inflate(raw: IO[bytes], kind: str, size: int) -> Iterator[bytes]:
+    """The decompressed content in blocks of at most ``size``, member after member.
+
+    Each piece is given out as soon as it is decompressed, so a file that
+    breaks off loses nothing before the break (``GzipFile.read`` drops what
+    it had decompressed in the read that fails).  Raises EOFError there, or
+    the decompressor's error at damage.
+    """
+    dec = _decompressor(kind)
+    between = False  # at the end of a member (gzip -c a b, pbzip2 write several)
+    while True:
+        data = raw.read(1 << 17)
+        if not data:
+            if not between and not dec.eof:
+                raise EOFError("compressed data ends before its end marker")
+            return
+        while data:
+            if between:
+                data = data.lstrip(b"\x00")  # gzip members may be padded with zeros
+                if not data:
+                    break
+                dec, between = _decompressor(kind), False
+            out = dec.decompress(data)
+            for i in range(0, len(out), size):
+                yield out[i:i + size]
+            if not dec.eof:
+                break
+            data, between = dec.unused_data, True
 
 
 def read_chunks(path: str, size: int = BLOCK) -> Iterator[bytes]:
@@ -185,30 +229,35 @@ def read_chunks(path: str, size: int = BLOCK) -> Iterator[bytes]:
     A file that only *looks* compressed (its first bytes happen to be a magic
     number but nothing decompresses) is read as plain bytes.  A compressed
     file that breaks off part-way (rotation caught mid-write, a damaged
-    archive) yields what could be read and logs a warning naming the file.
+    archive) yields everything up to the break and logs a warning naming the file.
     """
-    stream = open_binary(path)
-    produced = False
+    raw, kind = _open_raw(path)
     try:
+        if kind != "plain":
+            produced = False
+            try:
+                for block in _inflate(raw, kind, size):
+                    produced = True
+                    yield block
+                return
+            except (EOFError, OSError, lzma.LZMAError, zlib.error) as exc:
+                regular = path != STDIN and os.path.isfile(path)  # (only a regular file can be read again)
+                if produced or not regular or (isinstance(exc, EOFError) and os.path.getsize(path) >= _MIN_COMPRESSED):
+                    log.warning("%s: compressed data ends early or is damaged (%s); what came before was read",
+                                path, exc)
+                    return
+                raw.seek(0)  # nothing decompressed, not even a beginning: it only looked compressed
         while True:
             try:
-                block = stream.read(size)
-            except (EOFError, OSError, lzma.LZMAError, zlib.error) as exc:
-                if isinstance(stream, io.BufferedReader) and isinstance(exc, OSError):
-                    raise _open_error(path, exc) from None  # plain bytes: a real read error, not damage
-                if not produced and path != STDIN and os.path.isfile(path):
-                    stream.close()
-                    stream = open(path, "rb")
-                    continue
-                log.warning("%s: compressed data ends early or is damaged (%s); what came before was read", path, exc)
-                return
+                block = raw.read(size)
+            except OSError as exc:
+                raise _open_error(path, exc) from None  # plain bytes: a real read error, not damage
             if not block:
                 return
-            produced = True
             yield block
     finally:
         if path != STDIN:
-            stream.close()
+            raw.close()
 
 
 def iter_raw_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:

@@ -142,6 +142,44 @@ def test_traditional_times_follow_the_zones_summer_time(tmp_path: Path, zone: st
     assert stamps == [f"2026-07-01T10:00:00{offsets[0]}", f"2026-11-20T10:00:00{offsets[1]}"]
 
 
+@pytest.mark.parametrize("tool", ["gzip", "bzip2", "xz"])
+def test_a_cut_short_compressed_file_gives_what_the_real_tool_recovers(tmp_path: Path, tool: str,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """Everything before the break, at least as much as ``gzip -dc`` (``bzip2``, ``xz``) gives, then a warning.
+    (The whole file read in one ``GzipFile.read`` lost up to a block before the break; a small
+    file that broke before its first block was read as compressed bytes.)"""
+    from conftest import require_tool
+
+    exe = require_tool(tool)
+    text = (corpus_dir("real-postfix-dev") / "maillog").read_bytes()
+    for cut_at in (0.5, None):  # half the compressed file; a small file cut before its first block ends
+        source = text if cut_at else text[:200_000]
+        packed = subprocess.run([exe, "-c"], input=source, capture_output=True, check=True).stdout
+        cut = tmp_path / f"cut.{tool}"
+        cut.write_bytes(packed[: int(len(packed) * cut_at)] if cut_at else packed[:15_000])
+        recovered = subprocess.run([exe, "-dc", str(cut)], capture_output=True).stdout
+        assert len(recovered) < len(source)
+        caplog.clear()
+        got = [line.text for line in read_lines([str(cut)])]
+        want = source.decode("utf-8", "replace").splitlines()
+        # the source's lines up to the break (the last one cut where the break is), never the
+        # compressed bytes as text (bzip2 gives nothing before its first 900 kB block ends) ...
+        assert got == [] or (got[:-1] == want[:len(got) - 1] and want[len(got) - 1].startswith(got[-1]))
+        # ... and at least as many as the real tool gives
+        assert len(got) >= len(recovered.decode("utf-8", "replace").splitlines())
+        assert "compressed data ends early or is damaged" in caplog.text
+
+
+def test_gzip_members_one_after_another_are_all_read(tmp_path: Path) -> None:
+    """``cat a.gz b.gz`` is one valid gzip file (zero padding between members allowed)."""
+    lines = (corpus_dir("real-postfix-dev") / "maillog").read_text().splitlines()[:3000]
+    first = gzip.compress(("\n".join(lines[:1000]) + "\n").encode())
+    second = gzip.compress(("\n".join(lines[1000:]) + "\n").encode())
+    path = tmp_path / "mail.log.2.gz"
+    path.write_bytes(first + b"\x00" * 512 + second)
+    assert [line.text for line in read_lines([str(path)])] == lines
+
+
 def test_rotated_set_is_read_oldest_first(tmp_path: Path) -> None:
     names = {"mail.log": "4", "mail.log.1": "3", "mail.log.2.gz": "2", "mail.log.3.bz2": "1", "mail.log.4.xz": "0"}
     openers = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
