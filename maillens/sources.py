@@ -260,8 +260,12 @@ def read_chunks(path: str, size: int = BLOCK) -> Iterator[bytes]:
             raw.close()
 
 
-def iter_raw_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """Split raw blocks into lines without ever holding more than ``MAX_LINE`` of one."""
+def iter_raw_lines(chunks: Iterable[bytes], partial: list[bytes] | None = None) -> Iterator[bytes]:
+    """Split raw blocks into lines without ever holding more than ``MAX_LINE`` of one.
+
+    A last line without a newline is a line too -- unless ``partial`` is given:
+    then it goes there instead (``match`` leaves it untested, as fail2ban-regex does).
+    """
     pending = b""
     skipping = False
     for block in chunks:
@@ -280,7 +284,10 @@ def iter_raw_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
             pending = b""
             skipping = True
     if pending and not skipping:
-        yield pending
+        if partial is None:
+            yield pending
+        else:
+            partial.append(pending)
 
 
 def decode(raw: bytes) -> str:
@@ -290,20 +297,27 @@ def decode(raw: bytes) -> str:
         return raw.decode("utf-8", errors="replace")
 
 
-def read_file_lines(path: str) -> Iterator[Line]:
-    """Lines of one file (or ``-``), decoded, numbered from 1."""
+def read_file_lines(path: str, partial: list[bytes] | None = None) -> Iterator[Line]:
+    """Lines of one file (or ``-``), decoded, numbered from 1 (``partial``: see ``iter_raw_lines``)."""
     lineno = 0
-    for raw in iter_raw_lines(read_chunks(path)):
+    for raw in iter_raw_lines(read_chunks(path), partial):
         lineno += 1
         if raw.endswith(b"\r"):
             raw = raw[:-1]
         yield Line(path, lineno, decode(raw))
 
 
-def read_lines(paths: Iterable[str]) -> Iterator[Line]:
-    """All lines of all inputs, rotated sets oldest first."""
+def read_lines(paths: Iterable[str], partial: list[tuple[str, bytes]] | None = None) -> Iterator[Line]:
+    """All lines of all inputs, rotated sets oldest first.
+
+    With ``partial``, each file's last line without a newline is left out and
+    listed there (path, bytes) instead.
+    """
     for item in expand_paths(paths):
-        yield from read_file_lines(item.path)
+        cut: list[bytes] | None = [] if partial is not None else None
+        yield from read_file_lines(item.path, cut)
+        if cut and partial is not None:
+            partial.append((item.path, cut[0]))
 
 
 def iter_events(paths: Iterable[str], classifier=None):  # type: ignore[no-untyped-def]

@@ -163,6 +163,27 @@ def test_other_fail2ban_filters_on_their_own_test_logs(log: str, spec: str) -> N
     assert both > 0
 
 
+@pytest.mark.parametrize("name", ["cyrus-imap", "portsentry", "proftpd", "nginx-bad-request", "nginx-botsearch"])
+def test_a_last_line_without_newline_is_not_tested_as_fail2ban_regex_leaves_it(name: str) -> None:
+    """Debian's test logs for these filters end without a newline: fail2ban-regex does not
+    test that line (it waits for its end); neither does ``maillens match``, and it says so."""
+    import subprocess
+
+    from click.testing import CliRunner
+
+    from maillens.cli.main import cli
+
+    log = fail2ban_test_log(name)
+    assert not log.read_bytes().endswith(b"\n")
+    proc = subprocess.run([require_tool("fail2ban-regex"), str(log), str(FILTER_D / f"{name}.conf")],
+                          capture_output=True, text=True, timeout=300)
+    theirs = int(re.search(r"^Lines: \d+ lines, \d+ ignored, (\d+) matched", proc.stdout, re.M).group(1))
+    result = CliRunner().invoke(cli, ["match", "--filter", str(FILTER_D / f"{name}.conf"), str(log)])
+    assert result.exit_code == 0, result.output
+    assert f"{theirs} lines matched " in result.stderr
+    assert f"the last line of {log} has no newline: not tested" in result.stderr
+
+
 def test_local_overrides(tmp_path: Path) -> None:
     """A filter.d with .local files and a .d directory: fail2ban and maillens read the same filter."""
     require_tool("fail2ban-regex")
