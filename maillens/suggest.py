@@ -66,7 +66,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable
 
 from maillens.accessmap import DEFAULT_PARENT_STYLE, AccessTable, unreachable, valid_key
 from maillens.errors import ConfigError, UsageError
@@ -90,6 +90,7 @@ from maillens.suggestscore import (
     score_behaviour,
     score_identity,
     score_relationship,
+    shared_provider,
     vetoes,
     zones_passed,
 )
@@ -100,6 +101,10 @@ if TYPE_CHECKING:  # pragma: no cover
 CLIENT_MAP, SENDER_MAP = "access.client", "access.sender"
 #: ``[suggest]`` keys naming the tables' source files (defaults for --access-client/--access-sender).
 MAP_KEYS = ("access_client", "access_sender")
+
+
+def _plain(number: float) -> str:
+    return f"{number:,.0f}" if number == int(number) else f"{number:g}"
 
 
 def parse_since(text: str | None) -> timedelta | None:
@@ -123,6 +128,13 @@ class SuggestSettings:
     network_share: float = 0.75
     retry_gap: float = 60.0
     since: timedelta | None = None
+    #: Domains to treat as shared mailbox providers besides ``suggestscore.SHARED_PROVIDERS``.
+    shared_providers: tuple[str, ...] = ()
+
+    #: Each number's allowed range: outside it a suggestion could REJECT whole ISPs
+    #: (``network_share = 0``) or allow on no evidence (``min_network_clients = 0``).
+    RANGES: ClassVar[dict[str, tuple[float, float]]] = {"ok_threshold": (1.0, 100.0), "min_network_clients": (2, 1_000_000),
+              "min_domain_clients": (2, 1_000_000), "network_share": (0.5, 1.0), "retry_gap": (0.0, 86_400.0)}
 
     @classmethod
     def from_section(cls, section: dict[str, Any]) -> SuggestSettings:
@@ -133,19 +145,28 @@ class SuggestSettings:
             if key in MAP_KEYS:  # table paths: read by the commands (suggest, report), not a tuning knob
                 if not isinstance(value, str) or not value:
                     raise ConfigError(f"[suggest] {key} = {value!r}: give the table's source file path")
+            elif key == "shared_providers":
+                if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+                    raise ConfigError(f"[suggest] shared_providers = {value!r}: give a list of domains")
+                values[key] = tuple(value)
             elif key == "since":
                 try:
                     values["since"] = parse_since(str(value))
                 except UsageError:
                     raise ConfigError(f"[suggest] since = {value!r}: use e.g. '30d'") from None
             elif key in known:
+                low, high = cls.RANGES[key]
                 try:
-                    values[key] = known[key](value)
-                except (TypeError, ValueError):
-                    raise ConfigError(f"[suggest] {key} = {value!r} must be a number") from None
+                    number = known[key](value)
+                except (TypeError, ValueError, OverflowError):
+                    number = None
+                if isinstance(value, bool) or number is None or not low <= number <= high:  # (nan fails too)
+                    raise ConfigError(f"[suggest] {key} = {value!r}: give a number from {_plain(low)} "
+                                      f"to {_plain(high)}")
+                values[key] = number
             else:
                 raise ConfigError(f"[suggest] has no setting {key!r}; known: since, {', '.join(known)}, "
-                                  f"{', '.join(MAP_KEYS)}")
+                                  f"shared_providers, {', '.join(MAP_KEYS)}")
         return cls(**values)
 
 
@@ -251,8 +272,8 @@ def _domain_candidates(world: World) -> list[Suggestion]:
     out: list[Suggestion] = []
     for d in world.ev.domains.values():
         blocking = Counter({k: n for k, n in d.rejects.items() if k[0] in SENDER_CHECKS})
-        if not blocking or not valid_key(d.domain):
-            continue
+        if not blocking or not valid_key(d.domain) or shared_provider(d.domain, world.settings.shared_providers):
+            continue  # (an OK for a provider anyone can sign up with would let every forger of it in)
         refused_by = {ip for ip, checks in d.refused_by.items() if any(r in SENDER_CHECKS for r in checks)}
         clients = [world.ev.clients[ip] for ip in sorted(refused_by)]
         facts = [f"{sum(blocking.values())} refused ({', '.join(f'{n} by {r} {code}' for (r, code), n in blocking.most_common())})"

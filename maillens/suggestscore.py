@@ -57,6 +57,30 @@ class World:
                                                recipient_delimiter=self.ev.delimiter)
 
 
+#: Mailbox providers anyone can sign up with.  An access.sender OK for one of them lets
+#: every forger of @gmail.com past the sender checks (and policyd-spf after them): never
+#: suggested, whatever the evidence; their own servers' rejects need another fix.
+SHARED_PROVIDERS: frozenset[str] = frozenset("""
+gmail.com googlemail.com yahoo.com yahoo.co.uk yahoo.fr yahoo.de yahoo.es yahoo.it yahoo.co.jp ymail.com
+rocketmail.com hotmail.com hotmail.co.uk hotmail.fr hotmail.de hotmail.it hotmail.es outlook.com outlook.fr
+outlook.de live.com live.fr live.co.uk live.de msn.com aol.com aim.com icloud.com me.com mac.com
+mail.com gmx.com gmx.net gmx.de gmx.at gmx.ch gmx.fr web.de t-online.de freenet.de posteo.de mailbox.org
+proton.me protonmail.com protonmail.ch pm.me tutanota.com tuta.io zoho.com zohomail.com yandex.com yandex.ru
+ya.ru mail.ru bk.ru inbox.ru list.ru rambler.ru qq.com foxmail.com 163.com 126.com yeah.net sina.com
+sohu.com naver.com daum.net hanmail.net orange.fr wanadoo.fr free.fr laposte.net sfr.fr neuf.fr libero.it
+virgilio.it tiscali.it alice.it seznam.cz wp.pl o2.pl interia.pl onet.pl fastmail.com fastmail.fm hushmail.com
+rediffmail.com btinternet.com sky.com virginmedia.com comcast.net verizon.net att.net sbcglobal.net
+bellsouth.net cox.net charter.net earthlink.net shaw.ca rogers.com sympatico.ca bigpond.com optusnet.com.au
+""".split())
+
+
+def shared_provider(domain: str, extra: Iterable[str] = ()) -> bool:
+    """A freemail or big shared provider (or a subdomain of one), or one the config names."""
+    domain = domain.lower().rstrip(".")
+    names = SHARED_PROVIDERS.union(d.lower() for d in extra)
+    return any(domain == n or domain.endswith("." + n) for n in names)
+
+
 def hours(first: float | None, last: float | None) -> float:
     """Hours between two epoch times (0 when unknown)."""
     return ((last or 0.0) - (first or 0.0)) / 3600.0 if first is not None else 0.0

@@ -267,6 +267,30 @@ def test_settings_are_validated() -> None:
         SuggestSettings.from_section({"ok_treshold": 9})
     with pytest.raises(ConfigError):
         SuggestSettings.from_section({"min_network_clients": "many"})
+    # out of range: 0 clients or a share of 0 turned whole ISPs into REJECT suggestions
+    for key, value in (("min_network_clients", 0), ("network_share", 0), ("network_share", 5),
+                       ("ok_threshold", "nan"), ("retry_gap", -1), ("min_domain_clients", True)):
+        with pytest.raises(ConfigError, match=rf"\[suggest\] {key} = .*: give a number from "):
+            SuggestSettings.from_section({key: value})
+
+
+def test_a_shared_mailbox_provider_is_never_allowed_by_sender(tmp_path: Path) -> None:
+    """The corpus's legitimate domain whose new relay SPF refuses gets an access.sender OK
+    (the truth says so); renamed gmail.com everywhere -- its servers, HELO, senders -- the
+    same evidence must not give 'gmail.com OK': every forger of @gmail.com would pass."""
+    from maillens.sources import iter_events
+
+    domain = "willow-river.test"
+    assert any(domain in e["keys"] for e in _truth()["ok_access_sender"])
+    assert any(i.key == domain and i.action == "OK" for i in _result(SUGGEST).suggestions)
+    d = corpus_dir(SUGGEST)
+    log = tmp_path / "maillog"
+    log.write_text((d / "maillog").read_text(errors="replace").replace(domain, "gmail.com"))
+    config = d / "config"
+    result = suggest(list(iter_events([str(log)])), client_table=AccessTable.load(config / "access.client"),
+                     sender_table=AccessTable.load(config / "access.sender"), postfix=load_postfix_config(config),
+                     client_path=str(config / "access.client"), sender_path=str(config / "access.sender"))
+    assert not [i for i in result.suggestions if i.map == SENDER_MAP and "gmail.com" in i.key]
 
 
 def test_hostile_events_do_not_crash() -> None:
