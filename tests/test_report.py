@@ -20,7 +20,7 @@ import json
 import re
 import subprocess
 from collections import Counter, defaultdict
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -275,6 +275,29 @@ def test_report_command_from_file_and_from_store(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "--date" in bad.output
     missing = runner.invoke(cli, ["report", "--db", str(tmp_path / "none.db"), "--date", "2026-11-09"])
     assert missing.exit_code != 0 and "--db" in missing.output
+
+
+def test_report_says_what_part_of_the_day_the_data_covers(corpus: dict[str, Any]) -> None:
+    """A log that starts at 08:41 or stops at 07:26 covers part of a day, and a day after the
+    store's newest line has no data at all: the report says so instead of passing a stalled
+    ingest off as a quiet day (and cron, under -q, gets that as an error line)."""
+    lines = (corpus["dir"] / "maillog").read_text(errors="replace").splitlines()
+    first_hour, last_hour = int(lines[0][7:9]), int(lines[-1][7:9])
+    first, last = corpus["days"][0], corpus["days"][-1]
+    notes = {d: r.coverage_note for d, r in corpus["reports"].items()}
+    assert notes[first] == f"The log begins in the {first_hour:02d}:00 hour of this day: the figures cover part of it."
+    if last_hour < 23:
+        assert notes[last] == f"The log ends in the {last_hour:02d}:00 hour of this day: the figures cover part of it."
+    assert all(n == "" for d, n in notes.items() if d not in (first, last))
+    after = last + timedelta(days=3)
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "maillens", "-q", "report", "--db", str(corpus["db"]), "--date",
+                          after.isoformat()], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    said = f"No data after {last.isoformat()} {last_hour:02d}:59: nothing newer has been ingested"
+    assert res.stderr.startswith("maillens: " + said) and res.stderr.count("\n") == 1
+    assert "NOTE: " + said in res.stdout
 
 
 def test_template_override_dir_is_used_and_still_escapes(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import date
 from typing import Any
 
@@ -14,6 +15,8 @@ def _day(spec: str | None, default: str | None) -> date | None:
     from maillens.errors import UsageError
     from maillens.summary import parse_date_spec, today_for
 
+    if spec is not None and not spec.strip():
+        raise UsageError("--date is empty: give today, yesterday or YYYY-MM-DD")
     value = spec or default
     if value is None:
         return None
@@ -73,5 +76,8 @@ def report(ctx: click.Context, files: tuple[str, ...], date_spec: str | None, db
     )  # fmt: skip
     if result.stdout_text is not None:
         click.echo(result.stdout_text, nl=False)
+    if result.data.coverage_note.startswith(("No data after", "The store holds no")):
+        # a stalled ingest is an error for cron to mail, even under -q; the report says it too
+        logging.getLogger("maillens").error("%s", result.data.coverage_note)
     for line in result.done:
         note(f"maillens: {line}")
