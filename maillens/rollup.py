@@ -47,9 +47,11 @@ class ReportOptions:
     @classmethod
     def from_section(cls, section: Mapping[str, Any]) -> "ReportOptions":
         top = section.get("top", 10)
+        if isinstance(top, bool) or (isinstance(top, float) and not top.is_integer()):
+            raise ConfigError(f"[report] top = {top!r}: must be a whole number of rows")  # (int(1.5) is 1)
         try:
             top = int(top)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"[report] top = {top!r}: must be a whole number of rows") from None
         if not 1 <= top <= 10000:
             raise ConfigError(f"[report] top = {top}: must be between 1 and 10000")

@@ -70,6 +70,9 @@ def w(tmp_path_factory: pytest.TempPathFactory) -> Path:
     configs = {
         "bad-toml": "[report\ntop = 3\n",
         "top-ten": '[report]\ntop = "ten"\n',
+        "top-fraction": "[report]\ntop = 1.5\n",
+        "suggest-share": "[suggest]\nnetwork_share = 0\n",
+        "smtp-timeout": "[report]\nsmtp_timeout = 0\n",
         "maxretry": "[bans.jails.sasl]\nmaxretry = -1\n",
         "rules-dirs": "[parse]\nrules_dirs = 5\n",
         "rules-dir-missing": f'[parse]\nrules_dirs = ["{d}/no-such-rules"]\n',
@@ -126,6 +129,9 @@ def assert_one_line_error(result, status: ExitStatus | None = None) -> str:  # t
 CONFIG_CASES = {  # name -> words the one line must contain
     "bad-toml": "not valid TOML",
     "top-ten": "[report] top",
+    "top-fraction": "[report] top",
+    "suggest-share": "[suggest] network_share",
+    "smtp-timeout": "[report] smtp_timeout",
     "maxretry": "maxretry",
     "rules-dirs": "[parse] rules_dirs",
     "rules-dir-missing": "no-such-rules",

@@ -20,7 +20,10 @@ def _day(spec: str | None, default: str | None) -> date | None:
     value = spec or default
     if value is None:
         return None
-    start, end = parse_date_spec(value, today_for()) or (None, None)
+    try:
+        start, end = parse_date_spec(value, today_for()) or (None, None)
+    except UsageError:  # (summary's message offers ranges, which a report does not take)
+        raise UsageError(f"--date {value!r}: give today, yesterday or YYYY-MM-DD") from None
     if start != end:
         raise UsageError(f"--date {value!r}: a report covers one day; give today, yesterday or YYYY-MM-DD")
     return start
