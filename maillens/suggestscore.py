@@ -326,6 +326,10 @@ def order_effect(world: World, c: ClientStats, blocking: Counter[tuple[str, int,
     lists = {stage: cfg.restrictions(service, stage) for stage in EVALUATION_ORDER}
     ours = [(stage, r) for stage, rs in lists.items() for r in rs
             if r.name == check and r.map is not None and _same_table(world, r.map, path)]
+    if not ours:  # a table given by another name (a working copy): main.cf's one table of that check is it
+        named = [(stage, r) for stage, rs in lists.items() for r in rs if r.name == check and r.map is not None]
+        if len({r.map.spec for _, r in named}) == 1:
+            ours = named
     spec = ours[0][1].map.spec if ours else f"hash:{path or '/etc/postfix/' + check.split('_')[1] + '.access'}"
     if not blocking:
         if ours:

@@ -420,3 +420,19 @@ def test_temporary_refusals_followed_by_delivery_need_no_entry() -> None:
     result = suggest(events)
     assert not result.suggestions
     assert [f.key for f in result.flagged("transient")] == ["partner.test"]
+
+
+def test_working_copies_of_the_tables_get_the_same_verdicts(tmp_path: Path) -> None:
+    """Tables given under other names than main.cf's (working copies): main.cf's one table of
+    each check is taken for them, so no entry is wrongly called NOT EFFECTIVE."""
+    d = corpus_dir(SUGGEST)
+    config = d / "config"
+    client, sender = tmp_path / "ac", tmp_path / "as"
+    shutil.copyfile(config / "access.client", client)
+    shutil.copyfile(config / "access.sender", sender)
+    copied = suggest(corpus_events(SUGGEST), client_table=AccessTable.load(client),
+                     sender_table=AccessTable.load(sender), postfix=load_postfix_config(config),
+                     client_path=str(client), sender_path=str(sender))
+    verdicts = lambda r: [(i.map, i.key, i.action, i.effective) for i in r.suggestions]  # noqa: E731
+    assert verdicts(copied) == verdicts(_result(SUGGEST))
+    assert any(i.effective is False for i in copied.suggestions)  # the truth's order warnings stay
