@@ -70,8 +70,12 @@ BARE_MAP_RESTRICTION: Mapping[str, str] = {
 }
 
 _ARGUMENT_RESTRICTIONS = (
-    ACCESS_RESTRICTIONS | (set(ZONE_RESTRICTIONS) - {"postscreen_dnsbl_sites"}) | {"check_policy_service"}
+    ACCESS_RESTRICTIONS | (set(ZONE_RESTRICTIONS) - {"postscreen_dnsbl_sites"})
+    | {"check_policy_service", "sleep"}  # ("sleep 1": the 1 is sleep's seconds, not a restriction)
 )
+#: Checks that reject without a ``reject:`` line in the log (smtpd answers 503 and logs only
+#: the lost connection or a command counter): no hit can be counted, so none is "never fired".
+UNLOGGED = frozenset({"smtpd_helo_required"})
 
 #: Table types that name a file (``mysql:/etc/postfix/x.cf`` names its config file).
 #: Old spellings Postfix still accepts → the names the log classifier uses.
@@ -337,12 +341,15 @@ class RestrictionStats:
 
     @property
     def status(self) -> str:
-        """``fired``, ``warn_only`` (ready to be made real), ``never_fired`` or ``accepts_only``."""
+        """``fired``, ``warn_only`` (ready to be made real), ``never_fired``, ``accepts_only``, or
+        ``not_logged`` (a check Postfix does not log: its hits cannot be counted)."""
         if not self.restriction.can_reject:
             return "accepts_only"
         if self.hits:
             return "fired"
-        return "warn_only" if self.warnings else "never_fired"
+        if self.warnings:
+            return "warn_only"
+        return "not_logged" if self.restriction.name in UNLOGGED else "never_fired"
 
     def to_dict(self) -> dict[str, object]:
         out = self.restriction.to_dict()

@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from conftest import corpus_events
 from maillens.cli.main import cli
 from maillens.postconf import load_postfix_config
-from maillens.restrictions import RestrictionMatcher
+from maillens.restrictions import UNLOGGED, RestrictionMatcher
 
 #: harness label → (main.cf restriction name, restriction list it says fired)
 LABELS = {
@@ -123,10 +123,18 @@ def test_never_fired_and_warn_only(any_corpus: Path) -> None:
     def key(r: Any) -> Key:
         return (r.service, r.stage, r.name, r.zone.domain if r.zone else "")
 
-    expected_never = {key(r) for r in configured if not rejects[key(r)] and not warnings[key(r)]}
+    silent = {key(r) for r in configured if not rejects[key(r)] and not warnings[key(r)]}
+    # smtpd_helo_required refuses with a 503 and no reject line: it cannot be counted, so it is
+    # "not logged", never "never fired" -- though the truth's helo_missing sessions met it
+    unlogged = {k for k in silent if k[2] in UNLOGGED}
+    expected_never = silent - unlogged
     expected_warn_only = {key(r) for r in configured if not rejects[key(r)] and warnings[key(r)]}
     assert expected_never, "the corpus configuration has unexercised restrictions"
     assert {row_key(r) for r in out["never_fired"]} == expected_never
+    assert {row_key(r) for r in out["restrictions"] if r["status"] == "not_logged"} == unlogged
+    truth = [json.loads(line) for line in (any_corpus / "truth.jsonl").read_text().splitlines()]
+    assert any(t["scenario"] == "helo_missing" for t in truth)  # it acted: clients sent MAIL without HELO
+    assert any(k[2] == "smtpd_helo_required" for k in unlogged)
     assert {row_key(r) for r in out["warn_only"]} == expected_warn_only == {
         ("smtp", "client", "reject_rbl_client", "dnsbl.sorbs.net")
     }
@@ -192,6 +200,16 @@ def test_text_output_names_never_fired(dev_corpus: Path) -> None:
     text = result.output
     assert "Never fired:" in text and "Only reject_warning" in text
     assert "warn_if_reject reject_rbl_client dnsbl.sorbs.net" in text
+
+
+def test_sleep_takes_its_seconds() -> None:
+    """``sleep 1`` is one entry (its argument is seconds), not a restriction named '1' that never fired."""
+    from maillens.restrictions import parse_restriction_list
+
+    got = parse_restriction_list(["sleep", "1", "permit_mynetworks", "reject_unknown_client_hostname"],
+                                 service="smtp", stage="client", parameter="smtpd_client_restrictions")
+    assert [(r.name, r.argument) for r in got] == [("sleep", "1"), ("permit_mynetworks", None),
+                                                  ("reject_unknown_client_hostname", None)]
 
 
 @pytest.mark.parametrize("since", ["7x", "yesterday-ish"])
