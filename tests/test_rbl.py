@@ -155,6 +155,21 @@ def test_extra_documented_test_points_are_required(dns_port: int) -> None:
     assert rbl.check_zone(sbl_xbl, server, timeout=0.5).status == "alive"
 
 
+def test_a_resolver_that_answers_nothing_is_named_not_every_list_called_dead() -> None:
+    """Nothing listens on the port: every zone times out.  That is the resolver's fault;
+    'dead' for each list would invite removing working ones."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:  # bound, never read: no answer
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        result = _run(["rbl", "check", "--zone", "live.test", "--zone", "dead.test", "--nameserver",
+                       f"127.0.0.1:{port}", "--timeout", "0.3"])
+    assert result.exit_code == 1
+    assert result.output.strip() == (f"maillens: no answer from the resolver 127.0.0.1:{port} for any of 2 zone(s) "
+                                     "within 0.3 s: check --nameserver or the resolver; no list was judged")
+
+
 def test_bad_nameserver_is_a_usage_error() -> None:
     result = _run(["rbl", "check", "--zone", "live.test", "--nameserver", "not-an-ip:53"])
     assert result.exit_code == 2

@@ -194,6 +194,14 @@ def rbl_check(ctx: click.Context, nameserver: str | None, zones: tuple[str, ...]
         targets = _postfix_config(ctx, postfix_dir).rbl_zones()
     server = rbl_mod.parse_nameserver(nameserver) if nameserver else None
     results = rbl_mod.check_zones(targets, server, timeout=timeout)
+    if results and all(r.status == "dead" and "timeout" in r.reason for r in results):
+        # every list silent: the resolver is the one not answering; calling them all dead
+        # would invite removing working lists
+        from maillens.errors import MaillensError
+
+        raise MaillensError(f"no answer from the resolver {nameserver or '(from /etc/resolv.conf)'} for any of "
+                            f"{len(results)} zone(s) within {timeout:g} s: check --nameserver or the resolver; "
+                            "no list was judged")
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in results], indent=2))
     else:
