@@ -181,6 +181,9 @@ class JournalIngester(Ingester):
     def _ingest_journal(self, directory: str | None) -> None:
         if directory is not None and not os.path.isdir(directory):
             raise InputError(f"{directory} is not a directory; give --journal-dir a directory of *.journal files")
+        if directory is not None and not _has_journal_files(directory):  # (journalctl says nothing, exit 0)
+            raise InputError(f"{directory} holds no *.journal files; give --journal-dir the directory they are in "
+                             "(e.g. /var/log/journal)")
         name = source_name(directory)
         start = self._cursor(name)
         state = self.store.source_state(name)
@@ -246,6 +249,14 @@ class JournalIngester(Ingester):
             conn.execute("UPDATE sources SET cursor = ? WHERE name = ?", (cursor, name))
 
         return self._commit_state(name, {"offset": 0, "lines": done + self._lines}, also=save)
+
+
+def _has_journal_files(directory: str) -> bool:
+    """Any journal file in ``directory`` or below it (journalctl -D reads the machine-id subdirectories)."""
+    for _root, _dirs, files in os.walk(directory):
+        if any(f.endswith((".journal", ".journal~")) for f in files):
+            return True
+    return False
 
 
 def ingest_journal(db: str | os.PathLike[str] | None = None, *, directory: str | None = None,

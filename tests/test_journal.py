@@ -315,3 +315,16 @@ def test_without_a_file_the_store_keeps_reading_what_it_read_before(tmp_path: Pa
     conn = sqlite3.connect(journal_db)
     assert [r[0] for r in conn.execute("SELECT name FROM sources")] == ["journal:"]  # mail.log was not read
     conn.close()
+
+
+def test_a_journal_directory_without_journal_files_is_an_error(tmp_path: Path) -> None:
+    """journalctl --directory on an empty directory says nothing and exits 0: a wrong path in a
+    timer would 'succeed' for ever."""
+    from click.testing import CliRunner
+
+    from maillens.cli.main import cli
+
+    empty = tmp_path / "not-the-journal"
+    empty.mkdir()
+    result = CliRunner().invoke(cli, ["ingest", "--db", str(tmp_path / "j.db"), "--journal-dir", str(empty)])
+    assert result.exit_code != 0 and f"{empty} holds no *.journal files" in result.stderr, result.stderr
