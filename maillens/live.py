@@ -229,6 +229,11 @@ def _generic(ev: Event) -> list[Piece]:
     return out
 
 
+def _zone_matches(zone: str, wanted: Iterable[str]) -> bool:
+    """``--rbl spamcop.net`` matches bl.spamcop.net (a parent zone), ``l.spamcop.net`` does not."""
+    return bool(zone) and any(zone == w or zone.endswith("." + w) for w in wanted)
+
+
 def trace_style(queue_id: str) -> str:
     """A colour that is stable for one queue ID, so one message's lines match by eye."""
     palette = ("bright_cyan", "bright_magenta", "bright_yellow", "bright_green", "bright_blue",
@@ -377,7 +382,7 @@ class Filters:
         return cls(only=_tags_of(_split_list(only), "--only"), exclude=_tags_of(_split_list(exclude), "--not"),
                    networks=tuple(networks), senders=tuple(_split_list(sender)),
                    recipients=tuple(_split_list(recipient)), restrictions=restrictions,
-                   rbls=tuple(_split_list(rbl)), grep=pattern, trace=trace)
+                   rbls=tuple(z.lower().rstrip(".") for z in _split_list(rbl)), grep=pattern, trace=trace)
 
     def _in(self, selection: frozenset[str], ev: Event, tag: str) -> bool:
         return tag in selection or f"kind:{ev.kind}" in selection
@@ -397,7 +402,7 @@ class Filters:
             return False
         if self.restrictions and ev.restriction not in self.restrictions:
             return False
-        if self.rbls and not any(str(ev.rbl or "").lower().endswith(z) for z in self.rbls if ev.rbl):
+        if self.rbls and not _zone_matches(str(ev.rbl or "").lower(), self.rbls):
             return False
         return True
 

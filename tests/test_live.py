@@ -253,6 +253,16 @@ def test_filters_select_what_the_truth_says(events: tuple, summary: dict, log_in
     assert len(shown(events, only=["reject", "bounce"], exclude=["rbl"])) == rejects - 852 + 95 + 81 + 176
 
 
+def test_rbl_filter_takes_whole_zone_names_in_any_case(events: tuple, summary: dict) -> None:
+    """``--rbl ZEN.spamhaus.org`` is zen; ``--rbl spamhaus.org`` its parent; ``--rbl en.spamhaus.org``
+    is no zone of the log (it used to match zen by the end of the name)."""
+    zen = summary["log"]["rbl_reject_lines_by_zone"]["zen.spamhaus.org"]
+    spamhaus = sum(n for z, n in summary["log"]["rbl_reject_lines_by_zone"].items() if z.endswith(".spamhaus.org"))
+    assert len(shown(events, rbl=["ZEN.spamhaus.org"])) == zen > 0
+    assert len(shown(events, rbl=["spamhaus.org"])) == spamhaus
+    assert len(shown(events, rbl=["en.spamhaus.org"])) == 0
+
+
 def test_text_filters_equal_real_grep(events: tuple, maillog: Path) -> None:
     grep = require_tool("grep")
 

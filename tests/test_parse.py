@@ -180,6 +180,13 @@ def test_gzip_members_one_after_another_are_all_read(tmp_path: Path) -> None:
     assert [line.text for line in read_lines([str(path)])] == lines
 
 
+def test_explain_dash_reads_standard_input() -> None:
+    line = "Nov  9 08:41:22 mx postfix/smtpd[1]: connect from a.example[192.0.2.1]"
+    for args in (["explain", "-"], ["explain"]):
+        result = CliRunner().invoke(cli, args, input=line + "\n")
+        assert result.exit_code == 0 and "kind     : connect" in result.output, result.output
+
+
 def test_rotated_set_is_read_oldest_first(tmp_path: Path) -> None:
     names = {"mail.log": "4", "mail.log.1": "3", "mail.log.2.gz": "2", "mail.log.3.bz2": "1", "mail.log.4.xz": "0"}
     openers = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}

@@ -123,7 +123,7 @@ def explain(ctx: click.Context, lines: tuple[str, ...], filter_spec: str | None,
     from maillens.filterconf import load_filter
 
     classifier = build_classifier(ctx, reference_time)
-    texts = list(lines) or [line.rstrip("\n") for line in sys.stdin]
+    texts = [line.rstrip("\n") for line in sys.stdin] if list(lines) in ([], ["-"]) else list(lines)
     flt = load_filter(filter_spec) if filter_spec else None
     for i, text in enumerate(texts):
         if i:
