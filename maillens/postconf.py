@@ -563,7 +563,7 @@ class PostfixConfig:
         if stage not in STAGE_PARAMETERS:
             raise ConfigError(f"unknown restriction stage {stage!r}; use one of {', '.join(STAGES)}")
         param = STAGE_PARAMETERS[stage]
-        classes = set(self.list_parameter("smtpd_restriction_classes", service))
+        classes = self.restriction_classes(service)
         return parse_restriction_list(
             self.list_parameter(param, service),
             service=service,
@@ -629,7 +629,10 @@ class PostfixConfig:
         they are different checks.
         """
         seen: dict[tuple[str, str, str], RblZone] = {}
-        for r in self.all_restrictions():
+        in_classes = [r for name, tokens in self.restriction_classes().items()  # (also classes an access
+                      for r in parse_restriction_list(tokens, service=None, stage="recipient",  # map's result
+                                                      parameter=name, classes=self.restriction_classes())]  # names)
+        for r in [*self.all_restrictions(), *in_classes]:
             if r.zone is not None:
                 key = (r.zone.kind, r.zone.domain, r.zone.filter_text)
                 seen.setdefault(key, r.zone)

@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from maillens.rbl import ZONE_RESTRICTIONS, RblZone, parse_zone_spec
 
@@ -181,10 +181,18 @@ def parse_restriction_list(
     stage: str,
     parameter: str,
     explicit: bool = True,
-    classes: Iterable[str] = (),
+    classes: Iterable[str] | Mapping[str, Sequence[str]] = (),
+    _depth: int = 0,
 ) -> list[Restriction]:
-    """Tokens of one restriction list → ``Restriction`` entries in order."""
+    """Tokens of one restriction list → ``Restriction`` entries in order.
+
+    A ``smtpd_restriction_classes`` name in the list (``classes`` given as a
+    mapping to each class's tokens) stands for that class's restrictions,
+    which Postfix evaluates in its place: they are listed there, in order,
+    each with the class as its ``parameter``, so their rejects land on them.
+    """
     out: list[Restriction] = []
+    expand = classes if isinstance(classes, Mapping) else {}
     classes = set(classes)
     i, warn = 0, False
     while i < len(tokens):
@@ -192,6 +200,13 @@ def parse_restriction_list(
         i += 1
         if token == "warn_if_reject":
             warn = True
+            continue
+        if token in expand and _depth < 8:  # (a class naming itself, directly or not, stops somewhere)
+            for inner in parse_restriction_list(list(expand[token]), service=service, stage=stage, parameter=token,
+                                                explicit=explicit, classes=expand, _depth=_depth + 1):
+                out.append(replace(inner, position=len(out) + 1, warn_only=inner.warn_only or warn,
+                                   raw=f"{'warn_if_reject ' if warn else ''}{token}: {inner.raw}"))
+            warn = False
             continue
         name, argument, raw = ALIASES.get(token, token), None, token
         if token in _ARGUMENT_RESTRICTIONS and i < len(tokens):

@@ -202,6 +202,37 @@ def test_text_output_names_never_fired(dev_corpus: Path) -> None:
     assert "warn_if_reject reject_rbl_client dnsbl.sorbs.net" in text
 
 
+def test_a_restriction_class_in_a_list_is_its_restrictions(tmp_path: Path) -> None:
+    """``rbl_checks`` (a smtpd_restriction_classes name) in a list runs its own entries there:
+    their rejects land on them, not on 'not configured', and its zones are checked by 'rbl'."""
+    conf = tmp_path / "pf"
+    conf.mkdir()
+    (conf / "main.cf").write_text(
+        "smtpd_restriction_classes = rbl_checks\n"
+        "rbl_checks = reject_rbl_client zen.spamhaus.org, warn_if_reject reject_rhsbl_sender dbl.spamhaus.org\n"
+        "smtpd_client_restrictions = permit_mynetworks, rbl_checks, reject_unknown_client_hostname\n")
+    log = tmp_path / "mail.log"
+    log.write_text(
+        "Nov  9 08:41:22 mx postfix/smtpd[1]: NOQUEUE: reject: RCPT from unknown[192.0.2.9]: 554 5.7.1 Service "
+        "unavailable; Client host [192.0.2.9] blocked using zen.spamhaus.org; from=<a@b.example> "
+        "to=<x@example.org> proto=ESMTP helo=<h>\n"
+        "Nov  9 08:41:23 mx postfix/smtpd[1]: NOQUEUE: reject_warning: RCPT from c.example[192.0.2.10]: 554 5.7.1 "
+        "Service unavailable; Sender address [a@spam.example] blocked using dbl.spamhaus.org; "
+        "from=<a@spam.example> to=<x@example.org> proto=ESMTP helo=<c.example>\n")
+    res = CliRunner().invoke(cli, ["restrictions", "--json", "--unexplained", "--postfix-config", str(conf), str(log)],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    client = [(r["position"], r["restriction"], r["parameter"], r["hits"], r["warnings"])
+              for r in out["restrictions"] if r["stage"] == "client"]
+    assert client == [(1, "permit_mynetworks", "smtpd_client_restrictions", 0, 0),
+                      (2, "reject_rbl_client", "rbl_checks", 1, 0),
+                      (3, "reject_rhsbl_sender", "rbl_checks", 0, 1),
+                      (4, "reject_unknown_client_hostname", "smtpd_client_restrictions", 0, 0)]
+    assert out["unexplained"] == []
+    assert {z.domain for z in load_postfix_config(conf).rbl_zones()} == {"zen.spamhaus.org", "dbl.spamhaus.org"}
+
+
 def test_sleep_takes_its_seconds() -> None:
     """``sleep 1`` is one entry (its argument is seconds), not a restriction named '1' that never fired."""
     from maillens.restrictions import parse_restriction_list

@@ -74,7 +74,10 @@ def _events_from_store(db: str | None, since: datetime | None) -> Iterator[dict[
 def _entry_label(r: Any) -> str:
     if r.implicit:
         return f"({r.parameter}) {r.name}"
-    return f"{'warn_if_reject ' if r.warn_only else ''}{r.name}{' ' + r.argument if r.argument else ''}"
+    from maillens.postconf import STAGE_PARAMETERS
+
+    via = f"{r.parameter}: " if r.parameter and r.parameter not in STAGE_PARAMETERS.values() else ""  # a class
+    return f"{via}{'warn_if_reject ' if r.warn_only else ''}{r.name}{' ' + r.argument if r.argument else ''}"
 
 
 def _restrictions_text(result: Any, source: str) -> str:
