@@ -353,12 +353,14 @@ class RestrictionStats:
     hits: int = 0
     warnings: int = 0
     codes: Counter[str] = field(default_factory=Counter)
+    #: its table holds only OK/DUNNO entries: it lets mail in, it never refuses any
+    allowlist: bool = False
 
     @property
     def status(self) -> str:
         """``fired``, ``warn_only`` (ready to be made real), ``never_fired``, ``accepts_only``, or
         ``not_logged`` (a check Postfix does not log: its hits cannot be counted)."""
-        if not self.restriction.can_reject:
+        if not self.restriction.can_reject or (self.allowlist and not (self.hits or self.warnings)):
             return "accepts_only"
         if self.hits:
             return "fired"
@@ -424,6 +426,7 @@ class RestrictionMatcher:
         self._checks[CONTENT_SERVICE] = content_checks(config)
         self._delay = {name: config.delay_reject(name) for name in self._checks}
         self._services: dict[str, str | None] = {}
+        self._rejecting: dict[str, bool] = {}  # table spec -> can it refuse (``_may_reject``)
 
     def service_of(self, program: str | None) -> str | None:
         key = program or ""
@@ -459,7 +462,26 @@ class RestrictionMatcher:
         stage = _field(event, "stage") or ""
         allowed = evaluation_stages(stage, self._delay.get(service, True))
         candidates = _prefer(candidates, lambda r: r.stage in allowed)
+        if len(candidates) > 1:  # the same check twice (an allowlist table, then a blocklist one)
+            candidates = _prefer(candidates, lambda r: r.map is None or self._may_reject(r.map))
         return candidates[0], ""
+
+    def _may_reject(self, amap: AccessMap) -> bool:
+        """Can this table refuse anything?  A table of OK/DUNNO entries only (an allowlist) cannot
+        have said the reject; a table that cannot be read might have."""
+        known = self._rejecting.get(amap.spec)
+        if known is None:
+            from maillens.accessmap import AccessTable
+            from maillens.errors import MaillensError
+
+            located = self.config.locate(amap.path) if amap.path else None
+            try:
+                table = AccessTable.load(located) if located is not None else None
+            except (OSError, ValueError, MaillensError):
+                table = None
+            known = table is None or any(e.action in ("REJECT", "DEFER", "RESTRICTION") for e in table)
+            self._rejecting[amap.spec] = known
+        return known
 
     def _access_by_reply(self, service: str, event: Any) -> list[Restriction]:
         """A bare ``REJECT`` in an access map logs like ``reject``: "Sender address rejected: Access denied"."""
@@ -471,7 +493,8 @@ class RestrictionMatcher:
 
     def tally(self, events: Iterable[Any]) -> Effectiveness:
         """Count hits per entry over ``events`` (non-reject events are skipped)."""
-        rows = {r.key: RestrictionStats(r) for checks in self._checks.values() for r in checks}
+        rows = {r.key: RestrictionStats(r, allowlist=r.map is not None and not self._may_reject(r.map))
+                for checks in self._checks.values() for r in checks}
         unexplained: dict[tuple[str, ...], Unexplained] = {}
         rejects = warnings = 0
         for event in events:

@@ -123,7 +123,14 @@ def test_never_fired_and_warn_only(any_corpus: Path) -> None:
     def key(r: Any) -> Key:
         return (r.service, r.stage, r.name, r.zone.domain if r.zone else "")
 
-    silent = {key(r) for r in configured if not rejects[key(r)] and not warnings[key(r)]}
+    def allowlist(r: Any) -> bool:  # a table whose lines all say OK or DUNNO cannot refuse: not "never fired"
+        if r.map is None or not r.map.path:
+            return False
+        lines = [ln.split() for ln in (any_corpus / "config" / Path(r.map.path).name).read_text().splitlines()
+                 if ln.strip() and not ln.lstrip().startswith("#")]
+        return all(len(parts) > 1 and parts[1].upper() in ("OK", "DUNNO") for parts in lines)
+
+    silent = {key(r) for r in configured if not rejects[key(r)] and not warnings[key(r)] and not allowlist(r)}
     # smtpd_helo_required refuses with a 503 and no reject line: it cannot be counted, so it is
     # "not logged", never "never fired" -- though the truth's helo_missing sessions met it
     unlogged = {k for k in silent if k[2] in UNLOGGED}
@@ -231,6 +238,31 @@ def test_a_restriction_class_in_a_list_is_its_restrictions(tmp_path: Path) -> No
                       (4, "reject_unknown_client_hostname", "smtpd_client_restrictions", 0, 0)]
     assert out["unexplained"] == []
     assert {z.domain for z in load_postfix_config(conf).rbl_zones()} == {"zen.spamhaus.org", "dbl.spamhaus.org"}
+
+
+def test_the_same_check_twice_a_reject_lands_on_the_table_that_can_refuse(tmp_path: Path) -> None:
+    """An allowlist table (OK lines only) and then a blocklist table, both check_client_access:
+    'Access denied' came from the second.  Counting it on the first (as before) told the admin
+    the table doing the work never fired; the allowlist itself is 'accepts only'."""
+    conf = tmp_path / "pf"
+    conf.mkdir()
+    (conf / "main.cf").write_text("smtpd_client_restrictions = permit_mynetworks, "
+                                  "check_client_access hash:/etc/postfix/client_ok, "
+                                  "check_client_access cidr:/etc/postfix/client_bad.cidr\n")
+    (conf / "client_ok").write_text("192.0.2.99 OK\ngood.example OK\n")
+    (conf / "client_bad.cidr").write_text("192.0.2.0/24 REJECT\n")
+    log = tmp_path / "mail.log"
+    log.write_text("Nov  9 08:41:22 mx postfix/smtpd[1]: NOQUEUE: reject: RCPT from unknown[192.0.2.12]: 554 5.7.1 "
+                   "<unknown[192.0.2.12]>: Client host rejected: Access denied; from=<a@b.example> "
+                   "to=<x@example.org> proto=ESMTP helo=<h>\n")
+    res = CliRunner().invoke(cli, ["restrictions", "--json", "--unexplained", "--postfix-config", str(conf),
+                                   str(log)], catch_exceptions=False)
+    out = json.loads(res.output)
+    rows = {r["argument"]: (r["hits"], r["status"]) for r in out["restrictions"]
+            if r["restriction"] == "check_client_access"}
+    assert rows == {"hash:/etc/postfix/client_ok": (0, "accepts_only"),
+                    "cidr:/etc/postfix/client_bad.cidr": (1, "fired")}
+    assert not [r for r in out["never_fired"] if r["restriction"] == "check_client_access"]
 
 
 def test_sleep_takes_its_seconds() -> None:
