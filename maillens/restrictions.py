@@ -154,7 +154,10 @@ class Restriction:
 
     @property
     def can_reject(self) -> bool:
-        """False for entries that only ever accept or pass (``permit_*``, ``dunno``)."""
+        """False for entries that only ever accept or pass (``permit_*``, ``dunno``, a postscreen
+        allowlist site: a negative weight only lowers the score)."""
+        if self.zone is not None and (self.zone.weight or 0) < 0:
+            return False
         return not (self.name.startswith("permit") or self.name in _NEVER_REJECT)
 
     @property
@@ -262,6 +265,8 @@ def implicit_checks(cfg: PostfixConfig, service: str = "smtp") -> list[Restricti
 
 #: Pseudo-service for cleanup(8)'s content checks (header_checks, body_checks).
 CONTENT_SERVICE = "cleanup"
+#: The "service" of postscreen(8)'s own checks (they run before any smtpd list).
+POSTSCREEN_SERVICE = "postscreen"
 
 
 def content_checks(cfg: PostfixConfig) -> list[Restriction]:
@@ -275,6 +280,26 @@ def content_checks(cfg: PostfixConfig) -> list[Restriction]:
                                      False, name, params[0], True, True))
     return found
 
+
+def postscreen_checks(cfg: PostfixConfig) -> list[Restriction]:
+    """postscreen's DNS lists (``postscreen_dnsbl_sites``), one entry per site, and its other tests.
+
+    postscreen logs its rejects as ``postfix/postscreen ... NOQUEUE: reject``,
+    naming the list that scored (``blocked using zen.spamhaus.org``) or, for
+    the protocol tests, none: without these entries every such reject was
+    'not configured' and the lists looked unused.
+    """
+    sites = cfg.list_parameter("postscreen_dnsbl_sites")
+    found: list[Restriction] = []
+    for site in sites:
+        zone = parse_zone_spec(site, restriction="postscreen_dnsbl_sites", weighted=True)
+        if zone is not None:
+            found.append(Restriction(POSTSCREEN_SERVICE, "client", len(found) + 1, "postscreen_dnsbl_sites", site,
+                                     False, site, "postscreen_dnsbl_sites", True, False, zone))
+    if sites:  # pregreet, bare newline, pipelining, non-SMTP command: what postscreen_*_action enforce
+        found.append(Restriction(POSTSCREEN_SERVICE, "client", len(found) + 1, "postscreen", None, False,
+                                 "postscreen protocol tests", "postscreen_greet_action", True, True))
+    return found
 
 
 def evaluation_stages(stage: str, delay_reject: bool) -> tuple[str, ...]:
@@ -424,6 +449,7 @@ class RestrictionMatcher:
         self.config = config
         self._checks = {s.name: config.checks(s.name) for s in config.smtpd_services()}
         self._checks[CONTENT_SERVICE] = content_checks(config)
+        self._checks[POSTSCREEN_SERVICE] = postscreen_checks(config)
         self._delay = {name: config.delay_reject(name) for name in self._checks}
         self._services: dict[str, str | None] = {}
         self._rejecting: dict[str, bool] = {}  # table spec -> can it refuse (``_may_reject``)
@@ -432,7 +458,8 @@ class RestrictionMatcher:
         key = program or ""
         if key not in self._services:
             daemon = key.rsplit("/", 1)[-1]
-            self._services[key] = CONTENT_SERVICE if daemon == "cleanup" else self.config.service_for_program(program)
+            self._services[key] = {"cleanup": CONTENT_SERVICE, "postscreen": POSTSCREEN_SERVICE}.get(
+                daemon) or self.config.service_for_program(program)
         return self._services[key]
 
     def match(self, event: Any) -> tuple[Restriction | None, str]:
@@ -444,8 +471,10 @@ class RestrictionMatcher:
         name = _field(event, "restriction") or "unknown"
         if name == "unknown":
             return None, "the log line names no restriction maillens knows"
-        candidates = [r for r in self._checks.get(service, []) if r.name == name]
         zone = (_field(event, "rbl") or "").lower().rstrip(".")
+        if service == POSTSCREEN_SERVICE:  # a listed site by the zone the line names, else the protocol tests
+            name = "postscreen_dnsbl_sites" if zone else "postscreen"
+        candidates = [r for r in self._checks.get(service, []) if r.name == name]
         if name in ZONE_RESTRICTIONS and zone:
             candidates = [r for r in candidates if r.zone is not None and r.zone.domain == zone]
         if name in GENERIC_RESTRICTIONS:

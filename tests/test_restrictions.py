@@ -265,6 +265,35 @@ def test_the_same_check_twice_a_reject_lands_on_the_table_that_can_refuse(tmp_pa
     assert not [r for r in out["never_fired"] if r["restriction"] == "check_client_access"]
 
 
+def test_postscreen_rejects_land_on_its_dns_lists_and_tests(tmp_path: Path) -> None:
+    """postscreen's 'blocked using zen' lands on zen in postscreen_dnsbl_sites, a protocol-test reject
+    on its tests; a site with a negative weight (an allowlist) cannot refuse.  Before, both were
+    'not configured' and every postscreen list looked unused."""
+    conf = tmp_path / "pf"
+    conf.mkdir()
+    (conf / "main.cf").write_text(
+        "postscreen_dnsbl_sites = zen.spamhaus.org*3, b.barracudacentral.org*2,\n"
+        "    list.dnswl.org=127.0.[0..255].[1..3]*-2\n"
+        "postscreen_dnsbl_action = enforce\n")
+    log = tmp_path / "mail.log"
+    log.write_text(
+        "Nov  9 08:41:22 mx postfix/postscreen[5]: NOQUEUE: reject: RCPT from [192.0.2.7]:41234: 550 5.7.1 Service "
+        "unavailable; client [192.0.2.7] blocked using zen.spamhaus.org; from=<a@b.example>, to=<x@example.org>, "
+        "proto=ESMTP, helo=<h>\n"
+        "Nov  9 08:41:23 mx postfix/postscreen[5]: NOQUEUE: reject: RCPT from [192.0.2.8]:41235: 550 5.5.1 Protocol "
+        "error; from=<a@b.example>, to=<x@example.org>, proto=SMTP, helo=<h>\n")
+    res = CliRunner().invoke(cli, ["restrictions", "--json", "--unexplained", "--postfix-config", str(conf),
+                                   str(log)], catch_exceptions=False)
+    out = json.loads(res.output)
+    rows = [(r["restriction"], r["argument"], r["hits"], r["status"]) for r in out["restrictions"]
+            if r["service"] == "postscreen"]
+    assert rows == [("postscreen_dnsbl_sites", "zen.spamhaus.org*3", 1, "fired"),
+                    ("postscreen_dnsbl_sites", "b.barracudacentral.org*2", 0, "never_fired"),
+                    ("postscreen_dnsbl_sites", "list.dnswl.org=127.0.[0..255].[1..3]*-2", 0, "accepts_only"),
+                    ("postscreen", None, 1, "fired")]
+    assert out["unexplained"] == [] and out["rejects"] == 2
+
+
 def test_sleep_takes_its_seconds() -> None:
     """``sleep 1`` is one entry (its argument is seconds), not a restriction named '1' that never fired."""
     from maillens.restrictions import parse_restriction_list

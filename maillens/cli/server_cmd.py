@@ -76,7 +76,7 @@ def _entry_label(r: Any) -> str:
         return f"({r.parameter}) {r.name}"
     from maillens.postconf import STAGE_PARAMETERS
 
-    via = f"{r.parameter}: " if r.parameter and r.parameter not in STAGE_PARAMETERS.values() else ""  # a class
+    via = f"{r.parameter}: " if r.parameter and r.parameter not in (*STAGE_PARAMETERS.values(), r.name) else ""
     return f"{via}{'warn_if_reject ' if r.warn_only else ''}{r.name}{' ' + r.argument if r.argument else ''}"
 
 
