@@ -79,7 +79,9 @@ def local_zone() -> tzinfo:
     names = []
     env = os.environ.get("TZ", "").lstrip(":")
     if env:
-        names.append(env.split("zoneinfo/", 1)[-1] if env.startswith("/") else env)
+        if env.startswith("/"):  # TZ=:/etc/localtime (set to save stat calls) or a zoneinfo file
+            env = os.path.realpath(env)
+        names.append(env.split("zoneinfo/", 1)[-1].removeprefix("posix/").removeprefix("right/"))
     else:
         try:
             target = os.path.realpath("/etc/localtime")
@@ -152,13 +154,14 @@ class YearInference:
             self._year = year
         ts = _safe_datetime(self._year, month, d, h, m, s, self.tz)
         last, ref = self._last, self.reference
+        if ref is None and last is not None and abs(last - ts) > self.ROLLBACK:
+            ref = datetime.now(self.tz)  # standard input: now is when it was written up to
         if last is not None and last - ts > self.ROLLBACK:  # the date fell back: New Year, or a line out of order
             later = _safe_datetime(self._year + 1, month, d, h, m, s, self.tz)
-            if later - last <= self.NEW_YEAR_GAP or ref is None or later.replace(second=0) - ref <= self.AHEAD:
+            if later - last <= self.NEW_YEAR_GAP or later.replace(second=0) - ref <= self.AHEAD:
                 self._year += 1
                 ts = later
-        elif last is not None and ts - last > self.ROLLBACK and ref is not None \
-                and ts.replace(second=0) - ref > self.AHEAD:  # (to the minute, as ``ingestscan`` caches)
+        elif last is not None and ts - last > self.ROLLBACK and ts.replace(second=0) - ref > self.AHEAD:  # (to the minute, as ``ingestscan`` caches)
             ts = _safe_datetime(self._year - 1, month, d, h, m, s, self.tz)  # December after January: this line only
         self._last = ts
         self._cache_key, self._cache_value = key, ts

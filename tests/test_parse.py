@@ -94,6 +94,39 @@ def test_a_line_out_of_order_does_not_move_the_year() -> None:
     assert [ts.year for ts in stamps] == [2026, 2026, 2027, 2027]
 
 
+def test_a_line_out_of_order_on_standard_input_does_not_move_the_year() -> None:
+    """Standard input has no file time: now is its reference, so ``zcat ... | maillens bans -``
+    dates the lines after an unset-clock line as the file would."""
+    now = datetime.now(UTC)
+    day = (now - __import__("datetime").timedelta(days=40)).strftime("%b %e")
+    lines = (f"{day} 10:00:00", "Jan  1 00:00:12", f"{day} 10:00:05")
+
+    def stamps(reference: datetime | None) -> list[datetime]:
+        years = YearInference(reference=reference, tz=UTC)
+        return [parse_envelope(f"{d} mx postfix/qmgr[1]: x", years).ts for d in lines]
+
+    piped, written_now = stamps(None), stamps(now)
+    assert piped == written_now  # standard input reads as a file written now
+    assert piped[0].year == piped[2].year and piped[2] < now  # the odd line moved no later one ahead
+
+
+def test_tz_naming_a_zone_file_keeps_the_zones_rules(tmp_path: Path) -> None:
+    """``TZ=:/etc/localtime`` (set to save stat calls) or a zoneinfo path: the zone by its name,
+    summer time included -- not today's fixed offset."""
+    zoneinfo = Path("/usr/share/zoneinfo/Europe/Berlin")
+    if not zoneinfo.is_file():
+        pytest.fail("tzdata is not installed (the Debian package tzdata)")
+    link = tmp_path / "localtime"
+    link.symlink_to(zoneinfo)
+    log = tmp_path / "mail.log"
+    log.write_text("Jul  1 10:00:00 mx postfix/qmgr[1]: 4F3A21C0D9: removed\n")
+    written = datetime(2026, 11, 25, tzinfo=UTC).timestamp()
+    os.utime(log, (written, written))
+    proc = subprocess.run([sys.executable, "-m", "maillens", "parse", "--json", str(log)], capture_output=True,
+                          text=True, env={**os.environ, "TZ": f":{link}", "MAILLENS_CONFIG": "/dev/null"}, check=True)
+    assert json.loads(proc.stdout)["ts"] == "2026-07-01T10:00:00+02:00"
+
+
 def test_an_unset_clock_line_does_not_turn_an_hours_ban_into_a_years(tmp_path: Path) -> None:
     """The same log through ``maillens bans``: the SASL attacker after the odd line is banned
     for the jail's bantime from its failures' real time, as fail2ban would."""
