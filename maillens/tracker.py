@@ -221,7 +221,7 @@ class Tracker:
         if msg is None:
             return
         msg["_left"] = None
-        if msg["sender"] is None:
+        if t[6] is not None:  # qmgr's from= is the envelope as queued (after canonical rewriting): it wins
             msg["sender"] = t[6]
         if msg["size"] is None and t[7] is not None:
             msg["size"] = t[7]
@@ -249,6 +249,7 @@ class Tracker:
         if msg["helo"] is None and helo:
             msg["helo"] = helo
         if msg["sender"] is None and t[8] is not None:  # a message refused at DATA never reaches qmgr's from=
+            # (the reject names the sender before rewriting: qmgr's from=, if it comes, replaces it)
             msg["sender"] = t[8]
         msg["deliveries"].append(t[7])
 

@@ -107,3 +107,25 @@ def test_null_sender_is_found(dev: dict[str, Any]) -> None:
 def test_trace_says_not_found_in_one_line(dev: dict[str, Any], tmp_path: Path) -> None:
     res = CliRunner().invoke(cli, ["trace", "--db", str(dev["db"]), "--sender", "nobody@nowhere.invalid"])
     assert res.exit_code == 3 and res.output.strip() == "maillens: no message found for nobody@nowhere.invalid"
+
+
+def test_qmgr_from_is_the_sender_even_after_a_recipient_was_refused(tmp_path: Path) -> None:
+    """One recipient refused after the queue file exists: the reject names the sender as the
+    client gave it; qmgr's from= is the envelope as queued (after sender_canonical_maps).
+    The record keeps qmgr's, so --sender finds the mail by the address it was sent with."""
+    log = tmp_path / "mail.log"
+    log.write_text("\n".join([
+        "Nov  9 08:41:20 mx postfix/smtpd[7]: connect from c.example[192.0.2.5]",
+        "Nov  9 08:41:21 mx postfix/smtpd[7]: 4F3A21C0D9: client=c.example[192.0.2.5]",
+        "Nov  9 08:41:21 mx postfix/smtpd[7]: 4F3A21C0D9: reject: RCPT from c.example[192.0.2.5]: 550 5.1.1 "
+        "<nobody@example.org>: Recipient address rejected: User unknown in local recipient table; "
+        "from=<alice@internal.local> to=<nobody@example.org> proto=ESMTP helo=<c.example>",
+        "Nov  9 08:41:22 mx postfix/cleanup[8]: 4F3A21C0D9: message-id=<1@c.example>",
+        "Nov  9 08:41:22 mx postfix/qmgr[9]: 4F3A21C0D9: from=<alice@ours.example>, size=500, nrcpt=1 (queue active)",
+        "Nov  9 08:41:22 mx postfix/local[10]: 4F3A21C0D9: to=<bob@example.org>, relay=local, delay=0.1, "
+        "delays=0/0/0/0, dsn=2.0.0, status=sent (delivered to mailbox)",
+        "Nov  9 08:41:22 mx postfix/qmgr[9]: 4F3A21C0D9: removed",
+    ]) + "\n")
+    found, _ = find_messages([str(log)], None, sender="alice@ours.example")
+    assert [(m["queue_id"], m["sender"]) for m in found] == [("4F3A21C0D9", "alice@ours.example")]
+    assert find_messages([str(log)], None, sender="alice@internal.local")[0] == []
