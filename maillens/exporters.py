@@ -324,8 +324,9 @@ def written_entries(fmt: str, entries: Iterable[BanEntry], now: float) -> tuple[
 def write_atomic(path: Path, text: str, mode: int | None = None) -> None:
     """Write ``text`` to ``path`` so readers see the old file or the new one, never a part.
 
-    The new file gets ``mode``, else the permissions of the file it replaces
-    (an admin's ``chmod 600`` on a report stays), else 0644.
+    The new file gets ``mode``, else the permissions (and, as root, the owner
+    and group) of the file it replaces -- an admin's ``chmod 640``/``chgrp adm``
+    on a report stays -- else 0644.
 
     The new file is renamed over the old one -- but only a regular file may be:
     renaming over ``/dev/null``, ``/dev/stdout`` or a FIFO a loader reads would
@@ -359,6 +360,8 @@ def write_atomic(path: Path, text: str, mode: int | None = None) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, mode)
+        if found is not None and os.geteuid() == 0 and (found.st_uid, found.st_gid) != (0, 0):
+            os.chown(tmp, found.st_uid, found.st_gid)  # a 0640 root:adm report stays readable by adm
         os.replace(tmp, path)
     except BaseException:
         try:

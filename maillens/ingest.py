@@ -196,10 +196,12 @@ def plan_sources(paths: list[str], known: Iterable[str]) -> list[str]:
     lines would be counted twice.
     """
     followed = set(known)
+    by_target = {os.path.realpath(f): f for f in followed if os.path.isabs(f)}  # (a followed link's own name)
     names: list[str] = []
     for path in paths:
         plain = os.path.abspath(path)
-        name = plain if plain in followed else os.path.realpath(plain)
+        real = os.path.realpath(plain)
+        name = plain if plain in followed else by_target.get(real, real)
         if name not in names:
             names.append(name)
     families = {log: set(rotated_set(log)) for log in followed.union(names) if os.path.isabs(log)}

@@ -73,6 +73,8 @@ _ARGUMENT_RESTRICTIONS = (
     ACCESS_RESTRICTIONS | (set(ZONE_RESTRICTIONS) - {"postscreen_dnsbl_sites"})
     | {"check_policy_service", "sleep"}  # ("sleep 1": the 1 is sleep's seconds, not a restriction)
 )
+#: Access-table actions that can refuse mail (a restriction name may be a reject_*).
+_REFUSING = frozenset({"REJECT", "DEFER", "DEFER_IF_REJECT", "DEFER_IF_PERMIT", "RESTRICTION"})
 #: Checks that reject without a ``reject:`` line in the log (smtpd answers 503 and logs only
 #: the lost connection or a command counter): no hit can be counted, so none is "never fired".
 UNLOGGED = frozenset({"smtpd_helo_required"})
@@ -508,7 +510,7 @@ class RestrictionMatcher:
                 table = AccessTable.load(located) if located is not None else None
             except (OSError, ValueError, MaillensError):
                 table = None
-            known = table is None or any(e.action in ("REJECT", "DEFER", "RESTRICTION") for e in table)
+            known = table is None or any(e.action in _REFUSING for e in table)
             self._rejecting[amap.spec] = known
         return known
 

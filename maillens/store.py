@@ -644,6 +644,8 @@ class Store:
             args.append(client_ip)
         for col, address in (("sender", sender), ("recipient", recipient)):
             if address is not None:
+                if start is None and end is None and _ALL_DAYS not in conds:
+                    conds.insert(0, _ALL_DAYS)  # so the (day, kind) index narrows the scan to the kinds asked
                 conds.append(f"lower({col}) = ?")
                 args.append(address.lower())
         if since_ts is not None:

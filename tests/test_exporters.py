@@ -91,6 +91,10 @@ def test_write_atomic(tmp_path: Path) -> None:
     assert (target.stat().st_mode & 0o777) == 0o640
     write_atomic(target, "newer\n")  # the replaced file's permissions stay
     assert (target.stat().st_mode & 0o777) == 0o640 and target.read_text() == "newer\n"
+    if os.geteuid() == 0:  # as root, the replaced file's owner and group stay too (a 0640 root:adm report)
+        os.chown(target, 1234, 4321)
+        write_atomic(target, "again\n")
+        assert (target.stat().st_uid, target.stat().st_gid) == (1234, 4321)
     write_atomic(tmp_path / "fresh.nft", "x\n")
     assert ((tmp_path / "fresh.nft").stat().st_mode & 0o777) == 0o644
     (tmp_path / "fresh.nft").unlink()

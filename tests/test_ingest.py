@@ -151,6 +151,13 @@ def test_a_log_named_twice_is_read_once(tmp_path: Path, caplog: pytest.LogCaptur
     link.symlink_to(log)
     assert ingest([str(link)], db).lines == 0
     assert snapshot(db) == clean_run(tmp_path, lines)
+    # a store that has followed a link by its own name: the target named directly is the same log
+    db2 = tmp_path / "m2.db"
+    from maillens.ingest import plan_sources
+
+    assert plan_sources([str(log), str(link)], [str(link)]) == [str(link)]
+    assert ingest([str(logs / "mail.log.2.gz"), str(logs / "mail.log.1"), str(link)], db2).lines == 6000
+    assert ingest([str(log)], db2).lines == 0
 
 
 def test_bad_bytes_and_partial_lines(tmp_path: Path) -> None:
