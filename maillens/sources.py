@@ -215,12 +215,30 @@ def _inflate(raw: IO[bytes], kind: str, size: int) -> Iterator[bytes]:
                 if not data:
                     break
                 dec, between = _decompressor(kind), False
-            out = dec.decompress(data)
-            for i in range(0, len(out), size):
-                yield out[i:i + size]
+            yield from _decompress_bounded(dec, data, size)
             if not dec.eof:
                 break
             data, between = dec.unused_data, True
+
+
+def _decompress_bounded(dec: Any, data: bytes, size: int) -> Iterator[bytes]:
+    """``dec.decompress(data)`` in pieces of at most ``size``: a small input that inflates to
+    gigabytes (a hostile or broken archive) never sits in memory whole."""
+    if isinstance(dec, type(zlib.decompressobj())):
+        while True:
+            out = dec.decompress(data, size)
+            if out:
+                yield out
+            data = dec.unconsumed_tail
+            if not data or dec.eof:
+                return
+    out = dec.decompress(data, max_length=size)
+    while True:
+        if out:
+            yield out
+        if dec.eof or dec.needs_input:
+            return
+        out = dec.decompress(b"", max_length=size)
 
 
 def read_chunks(path: str, size: int = BLOCK) -> Iterator[bytes]:

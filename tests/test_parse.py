@@ -203,6 +203,25 @@ def test_a_cut_short_compressed_file_gives_what_the_real_tool_recovers(tmp_path:
         assert "compressed data ends early or is damaged" in caplog.text
 
 
+def test_a_small_archive_that_inflates_hugely_is_read_in_bounded_memory(tmp_path: Path) -> None:
+    """200 bytes of bzip2 that inflate to 100 MB (a hostile or broken archive): read piece by
+    piece, never whole (one decompress call used to return it all at once)."""
+    import tracemalloc
+
+    from maillens.sources import read_chunks
+
+    bomb = tmp_path / "mail.log.2.bz2"
+    bomb.write_bytes(bz2.compress(b"A" * (100 << 20)))
+    assert bomb.stat().st_size < 1000
+    tracemalloc.start()
+    try:
+        total = sum(len(chunk) for chunk in read_chunks(str(bomb)))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert total == 100 << 20 and peak < 16 << 20
+
+
 def test_gzip_members_one_after_another_are_all_read(tmp_path: Path) -> None:
     """``cat a.gz b.gz`` is one valid gzip file (zero padding between members allowed)."""
     lines = (corpus_dir("real-postfix-dev") / "maillog").read_text().splitlines()[:3000]
