@@ -158,6 +158,8 @@ class SuggestSettings:
                 low, high = cls.RANGES[key]
                 try:
                     number = known[key](value)
+                    if known[key] is int and float(value) != number:  # int(2.5) is 2: say so instead
+                        number = None
                 except (TypeError, ValueError, OverflowError):
                     number = None
                 if isinstance(value, bool) or number is None or not low <= number <= high:  # (nan fails too)

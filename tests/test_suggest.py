@@ -269,7 +269,8 @@ def test_settings_are_validated() -> None:
         SuggestSettings.from_section({"min_network_clients": "many"})
     # out of range: 0 clients or a share of 0 turned whole ISPs into REJECT suggestions
     for key, value in (("min_network_clients", 0), ("network_share", 0), ("network_share", 5),
-                       ("ok_threshold", "nan"), ("retry_gap", -1), ("min_domain_clients", True)):
+                       ("ok_threshold", "nan"), ("retry_gap", -1), ("min_domain_clients", True),
+                       ("min_network_clients", 2.5)):
         with pytest.raises(ConfigError, match=rf"\[suggest\] {key} = .*: give a number from "):
             SuggestSettings.from_section({key: value})
 
