@@ -57,12 +57,14 @@ def stream(raw: IO[bytes], kind: str) -> Any:
     return raw
 
 
-def _decompressor(kind: str) -> Any:
+def decompressor(kind: str) -> Any:
+    """A fresh incremental decompressor for ``gz``, ``bz2`` or ``xz`` (xz also reads the older
+    lzma-alone format, whose files ``sources`` sends here under ``xz`` too)."""
     if kind == "gz":
         return zlib.decompressobj(16 + zlib.MAX_WBITS)
     if kind == "bz2":
         return bz2.BZ2Decompressor()
-    return lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+    return lzma.LZMADecompressor(format=lzma.FORMAT_AUTO)
 
 
 def head(fd: int, kind: str, length: int) -> bytes:
@@ -73,7 +75,7 @@ def head(fd: int, kind: str, length: int) -> bytes:
     """
     if kind == "plain":
         return os.pread(fd, length, 0)
-    dec = _decompressor(kind)
+    dec = decompressor(kind)
     out = b""
     pos = 0
     while len(out) < length and pos < _HEAD_INPUT_MAX:

@@ -13,10 +13,7 @@ were given in.
 
 from __future__ import annotations
 
-import bz2
 import glob
-import gzip
-import io
 import logging
 import lzma
 import os
@@ -29,6 +26,7 @@ from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, Mapping, NamedTuple
 
 from maillens.errors import ConfigError, InputError
+from maillens.logcompress import decompressor
 
 MAX_LINE = 1 << 20  # 1 MiB: longer lines are truncated, never buffered whole
 BLOCK = 1 << 20
@@ -185,14 +183,6 @@ def _open_raw(path: str) -> tuple[IO[bytes], str]:
 _MIN_COMPRESSED = 64
 
 
-def _decompressor(kind: str) -> Any:
-    if kind == "gz":
-        return zlib.decompressobj(16 + zlib.MAX_WBITS)
-    if kind == "bz2":
-        return bz2.BZ2Decompressor()
-    return lzma.LZMADecompressor(lzma.FORMAT_AUTO)
-
-
 def _inflate(raw: IO[bytes], kind: str, size: int) -> Iterator[bytes]:
     """The decompressed content in blocks of at most ``size``, member after member.
 
@@ -201,7 +191,7 @@ def _inflate(raw: IO[bytes], kind: str, size: int) -> Iterator[bytes]:
     it had decompressed in the read that fails).  Raises EOFError there, or
     the decompressor's error at damage.
     """
-    dec = _decompressor(kind)
+    dec = decompressor(kind)
     between = False  # at the end of a member (gzip -c a b, pbzip2 write several)
     while True:
         data = raw.read(1 << 17)
@@ -214,7 +204,7 @@ def _inflate(raw: IO[bytes], kind: str, size: int) -> Iterator[bytes]:
                 data = data.lstrip(b"\x00")  # gzip members may be padded with zeros
                 if not data:
                     break
-                dec, between = _decompressor(kind), False
+                dec, between = decompressor(kind), False
             yield from _decompress_bounded(dec, data, size)
             if not dec.eof:
                 break
@@ -224,7 +214,7 @@ def _inflate(raw: IO[bytes], kind: str, size: int) -> Iterator[bytes]:
 def _decompress_bounded(dec: Any, data: bytes, size: int) -> Iterator[bytes]:
     """``dec.decompress(data)`` in pieces of at most ``size``: a small input that inflates to
     gigabytes (a hostile or broken archive) never sits in memory whole."""
-    if isinstance(dec, type(zlib.decompressobj())):
+    if hasattr(dec, "unconsumed_tail"):  # zlib's: the input it did not get to stays there
         while True:
             out = dec.decompress(data, size)
             if out:
