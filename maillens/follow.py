@@ -304,15 +304,7 @@ def compressed_lines(path: str, start: StartAt,
 
     lines = (TailLine(line.source, line.lineno, line.text) for line in read_file_lines(path))
     if start.since is not None and line_time is not None:
-        since = start.since
-        started = False
-        for line in lines:
-            if not started:
-                ts = line_time(line.text, line.source)
-                if ts is None or ts < since:
-                    continue
-                started = True
-            yield line
+        yield from _from_time(lines, start.since, line_time)
     elif start.from_line is not None:
         yield from (line for line in lines if line.lineno >= start.from_line)
     else:
@@ -333,14 +325,21 @@ def history_lines(paths: Iterable[str], since: datetime,
              if os.stat(p).st_mtime >= cutoff]
     if not files:
         return
+    yield from _from_time((TailLine(line.source, line.lineno, line.text) for line in read_lines(files)),
+                          since, line_time)
+
+
+def _from_time(lines: Iterable[TailLine], since: datetime,
+               line_time: Callable[[str, str], datetime | None]) -> Iterator[TailLine]:
+    """The lines from the first one dated ``since`` or later on (later lines are not re-dated)."""
     started = False
-    for line in read_lines(files):
+    for line in lines:
         if not started:
             ts = line_time(line.text, line.source)
             if ts is None or ts < since:
                 continue
             started = True
-        yield TailLine(line.source, line.lineno, line.text)
+        yield line
 
 
 class Follower:
