@@ -463,25 +463,24 @@ def find_messages(files: list[str], db: Any, *, queue_id: str | None = None, sen
     from maillens.store import Store
 
     with Store.open(db, readonly=True) as store:
+        still_open = store.load_open_state().get("message", {})
         msgs = store.messages(queue_id=queue_id, sender=sender, recipient=recipient, client_ip=client_ip)
-        msgs += _still_open(store, queue_id, sender, recipient, client_ip)
+        msgs += _still_open(still_open, queue_id, sender, recipient, client_ip)
         for m in list(msgs):  # the non-delivery notices a message caused belong to its story
             for child in (m.get("bounce_queue_ids") or "").split(","):
                 if child and all(x["queue_id"] != child for x in msgs):
-                    msgs += store.messages(queue_id=child) or _still_open(store, child, None, None, None)
+                    msgs += store.messages(queue_id=child) or _still_open(still_open, child, None, None, None)
         rejects = list(store.events(kinds=_REFUSALS, client_ip=client_ip, sender=sender, recipient=recipient,
                                     columns=("ts", "kind", "queue_id", "restriction", "reason", "client_ip", "raw"))
                        ) if (sender is not None or recipient or client_ip) else []
     return sorted(msgs, key=lambda m: m["first_ts"]), rejects
 
 
-def _still_open(store: Any, queue_id: str | None, sender: str | None, recipient: str | None,
-                client_ip: str | None) -> list[dict[str, Any]]:
-    """The messages the last ingest left open that match, as records ("still open")."""
+def _still_open(saved_messages: dict[str, dict[str, Any]], queue_id: str | None, sender: str | None,
+                recipient: str | None, client_ip: str | None) -> list[dict[str, Any]]:
+    """The messages the last ingest left open (its saved state) that match, as records ("still open")."""
     out = []
-    for qid, saved in store.load_open_state().get("message", {}).items():
-        if queue_id and queue_id != qid and queue_id != saved.get("parent_queue_id"):
-            continue
+    for saved in saved_messages.values():
         msg = {k: v for k, v in saved.items() if not k.startswith("_")}
         if isinstance(msg.get("bounce_queue_ids"), list):
             msg["bounce_queue_ids"] = ",".join(msg["bounce_queue_ids"])
