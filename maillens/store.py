@@ -637,15 +637,13 @@ class Store:
         if kinds:
             conds.append(f"kind IN ({', '.join('?' * len(kinds))})")
             args += list(kinds)
+        if start is None and end is None and (client_ip is not None or sender is not None or recipient is not None):
+            conds.insert(0, _ALL_DAYS)  # a look-up over all days: the day-first indexes need the days
         if client_ip is not None:
-            if start is None and end is None:
-                conds.insert(0, _ALL_DAYS)
             conds.append("client_ip = ?")
             args.append(client_ip)
         for col, address in (("sender", sender), ("recipient", recipient)):
-            if address is not None:
-                if start is None and end is None and _ALL_DAYS not in conds:
-                    conds.insert(0, _ALL_DAYS)  # so the (day, kind) index narrows the scan to the kinds asked
+            if address is not None:  # (any case, as the tracker matches; the (day, kind) index narrows it)
                 conds.append(f"lower({col}) = ?")
                 args.append(address.lower())
         if since_ts is not None:
