@@ -78,17 +78,10 @@ def local_zone() -> tzinfo:
 
     names = []
     env = os.environ.get("TZ", "").lstrip(":")
-    if env:
-        if env.startswith("/"):  # TZ=:/etc/localtime (set to save stat calls) or a zoneinfo file
-            env = os.path.realpath(env)
-        names.append(env.split("zoneinfo/", 1)[-1].removeprefix("posix/").removeprefix("right/"))
+    if env:  # a name, or a file (TZ=:/etc/localtime is set to save stat calls)
+        names.append(_zone_name(os.path.realpath(env)) if env.startswith("/") else env)
     else:
-        try:
-            target = os.path.realpath("/etc/localtime")
-            if "zoneinfo/" in target:
-                names.append(target.split("zoneinfo/", 1)[1].removeprefix("posix/").removeprefix("right/"))
-        except OSError:
-            pass
+        names.append(_zone_name(os.path.realpath("/etc/localtime")))
         try:
             with open("/etc/timezone", encoding="ascii") as fh:
                 names.append(fh.read().strip())
@@ -100,6 +93,12 @@ def local_zone() -> tzinfo:
         except (KeyError, ValueError, OSError):  # (ZoneInfoNotFoundError is a KeyError) a POSIX TZ rule, junk
             continue
     return datetime.now().astimezone().tzinfo or timezone.utc
+
+
+def _zone_name(path: str) -> str:
+    """``/usr/share/zoneinfo/posix/Europe/Paris`` → ``Europe/Paris`` (a path outside zoneinfo stays as
+    it is, and ``ZoneInfo`` refuses it)."""
+    return path.split("zoneinfo/", 1)[-1].removeprefix("posix/").removeprefix("right/")
 
 
 class YearInference:
@@ -161,8 +160,9 @@ class YearInference:
             if later - last <= self.NEW_YEAR_GAP or later.replace(second=0) - ref <= self.AHEAD:
                 self._year += 1
                 ts = later
-        elif last is not None and ts - last > self.ROLLBACK and ts.replace(second=0) - ref > self.AHEAD:  # (to the minute, as ``ingestscan`` caches)
-            ts = _safe_datetime(self._year - 1, month, d, h, m, s, self.tz)  # December after January: this line only
+        elif last is not None and ts - last > self.ROLLBACK and ts.replace(second=0) - ref > self.AHEAD:
+            # December after January, in the future (to the minute, as ``ingestscan`` caches): this line only
+            ts = _safe_datetime(self._year - 1, month, d, h, m, s, self.tz)
         self._last = ts
         self._cache_key, self._cache_value = key, ts
         return ts
