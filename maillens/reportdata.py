@@ -156,8 +156,10 @@ class ReportData:
     #: suggestions' counts, or a pointer when they cannot be computed.
     bans_note: str = ""
     suggest_note: str = ""
-    #: what part of the day the data covers when not all of it (``rollup.coverage_note``)
+    #: what part of the day the data covers when not all of it (``rollup.coverage``)
     coverage_note: str = ""
+    #: the store stops before this day: nothing was ingested for it
+    store_behind: bool = False
     #: ``maillens suggest`` over the period ending with the day (empty when not computed):
     #: map, entry, action, finding, score, takes effect, evidence (see ``suggestout.report_table``).
     suggestions: Table = field(default_factory=lambda: table([("map", "text")]))

@@ -493,8 +493,9 @@ def configured_rbl_zones(postfix: Any) -> tuple[str, ...] | None:
     return tuple(zones)
 
 
-def coverage_note(store: "Store", day: date, now: datetime | None = None) -> str:
-    """What part of the day the data covers, when not all of it; "" when it does.
+def coverage(store: "Store", day: date, now: datetime | None = None) -> tuple[str, bool]:
+    """What part of the day the data covers, when not all of it ("" when it does), and whether
+    the store stops before the day (nothing ingested for it: a stalled ingest, for cron to hear of).
 
     A report must not pass a stalled ingest off as a quiet day, nor a log
     that ends at 00:02 as a day of two minutes' mail.
@@ -503,16 +504,17 @@ def coverage_note(store: "Store", day: date, now: datetime | None = None) -> str
         "SELECT day, max(hour) FROM counts WHERE name = 'lines' AND day = "
         "(SELECT max(day) FROM counts WHERE name = 'lines')").fetchone()
     if row is None or row[0] is None:
-        return "The store holds no log lines yet: run 'maillens ingest'."
+        return "The store holds no log lines yet: run 'maillens ingest'.", True
     newest_day, newest_hour = date.fromisoformat(row[0]), int(row[1])
     if newest_day < day:
         return (f"No data after {newest_day.isoformat()} {newest_hour:02d}:59: nothing newer has been "
-                "ingested (is 'maillens ingest' running?), so this day cannot be reported.")
+                "ingested (is 'maillens ingest' running?), so this day cannot be reported."), True
     oldest_day, oldest_hour = store.connection.execute(
         "SELECT day, min(hour) FROM counts WHERE name = 'lines' AND day = "
         "(SELECT min(day) FROM counts WHERE name = 'lines')").fetchone()
     if date.fromisoformat(oldest_day) > day:
-        return f"No data before {oldest_day} {int(oldest_hour):02d}:00: this day is older than the store's history."
+        return (f"No data before {oldest_day} {int(oldest_hour):02d}:00: this day is older than the store's "
+                "history."), False
     parts = []
     if oldest_day == day.isoformat() and int(oldest_hour) > 0:
         parts.append(f"begins in the {int(oldest_hour):02d}:00 hour")
@@ -520,8 +522,8 @@ def coverage_note(store: "Store", day: date, now: datetime | None = None) -> str
     if newest_day == day and newest_hour < 23:
         parts.append(f"ends in the {newest_hour:02d}:00 hour{' (so far)' if day >= today else ''}")
     if not parts:
-        return ""
-    return f"The log {' and '.join(parts)} of this day: the figures cover part of it."
+        return "", False
+    return f"The log {' and '.join(parts)} of this day: the figures cover part of it.", False
 
 
 def bans_note(store: "Store", day: date) -> str:
@@ -571,6 +573,7 @@ def build_report(
     fields.update(address_tables(store, day, top))
     fields.update(failure_tables(store, day, top))
     fields.update(problem_table(store, day, top))
+    note, behind = coverage(store, day, now)
     return ReportData(
         host=opts.host or _this_host(),
         day=day,
@@ -580,7 +583,8 @@ def build_report(
         connections=connections,
         hourly=hourly(store, day),
         bans_note=bans_note(store, day),
-        coverage_note=coverage_note(store, day, now),
+        coverage_note=note,
+        store_behind=behind,
         suggest_note=SUGGEST_NOTE,
         **fields,
     )

@@ -79,7 +79,7 @@ def report(ctx: click.Context, files: tuple[str, ...], date_spec: str | None, db
     )  # fmt: skip
     if result.stdout_text is not None:
         click.echo(result.stdout_text, nl=False)
-    if result.data.coverage_note.startswith(("No data after", "The store holds no")):
+    if result.data.store_behind:
         # a stalled ingest is an error for cron to mail, even under -q; the report says it too
         logging.getLogger("maillens").error("%s", result.data.coverage_note)
     for line in result.done:
