@@ -242,9 +242,8 @@ def _render_iptables(entries: Sequence[BanEntry], now: float, version: int) -> s
     mine = [e for e in entries if e.version == version]
     lines = _header(tool, mine, now)
     if len(mine) < len(entries):
-        other = "ip6tables" if version == 4 else "iptables"
         lines.append(f"# {len(entries) - len(mine)} IPv{10 - version} entries are not in this file: "
-                     f"write them with --format {other}")
+                     f"write them with --format {OTHER_FAMILY[tool]}")
     lines.append(f"# Load with: {tool}-restore --noflush THIS_FILE  (only chain {IPTABLES_CHAIN} is replaced)")
     lines.append(f"# Jump to it once: {tool} {IPTABLES_RULE_SNIPPET}")
     lines.append("# iptables has no per-rule timeouts: run 'maillens bans' again to drop expired bans.")
@@ -308,10 +307,14 @@ def render(fmt: str, entries: Iterable[BanEntry], now: float) -> str:
     return renderer(prepare(entries, now), now)
 
 
+#: The formats that take one address family, and the one that writes the other.
+OTHER_FAMILY = {"iptables": "ip6tables", "ip6tables": "iptables"}
+
+
 def written_entries(fmt: str, entries: Iterable[BanEntry], now: float) -> tuple[int, int]:
     """(entries ``fmt`` writes, entries of the other address family it leaves out).
 
-    ``iptables`` and ``ip6tables`` each take one family; every other format takes both.
+    ``iptables`` and ``ip6tables`` each take one family (``OTHER_FAMILY``); every other format takes both.
     """
     listed = prepare(entries, now)
     family = {"iptables": 4, "ip6tables": 6}.get(fmt)

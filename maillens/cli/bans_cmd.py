@@ -93,7 +93,7 @@ def bans(ctx: click.Context, files: tuple[str, ...], fmt: str, output: str | Non
     """
     from maillens.banconfig import BanSettings
     from maillens.bans import BanEngine
-    from maillens.exporters import apply, render, write_atomic, written_entries
+    from maillens.exporters import OTHER_FAMILY, apply, render, write_atomic, written_entries
     from maillens.neverban import NeverBan
 
     if do_apply and not output:
@@ -125,7 +125,7 @@ def bans(ctx: click.Context, files: tuple[str, ...], fmt: str, output: str | Non
         note(f"wrote {written} entries ({fmt}) to {output}")
         if left_out:
             log.warning("%d ban(s) of the other address family are not in %s: --format %s writes them",
-                        left_out, output, "ip6tables" if fmt == "iptables" else "iptables")
+                        left_out, output, OTHER_FAMILY[fmt])
         if do_apply:
             result = apply(fmt, Path(output))
             note(f"applied: {' '.join(result.command)} exited with status {result.returncode}")
