@@ -54,8 +54,10 @@ def _store_reads_journal(db: Path) -> bool | None:
 
 
 def _log_exists(path: str) -> bool:
-    """The log or, just after a rotation, one of its rotated files."""
-    return Path(path).exists() or bool(list(Path(path).parent.glob(Path(path).name + ".*")))
+    """The log or, just after a rotation, one of its rotated files (what ingest would read)."""
+    from maillens.ingest import rotated_set
+
+    return bool(rotated_set(path))
 
 
 @click.command()
