@@ -629,9 +629,10 @@ class PostfixConfig:
         they are different checks.
         """
         seen: dict[tuple[str, str, str], RblZone] = {}
-        in_classes = [r for name, tokens in self.restriction_classes().items()  # (also classes an access
-                      for r in parse_restriction_list(tokens, service=None, stage="recipient",  # map's result
-                                                      parameter=name, classes=self.restriction_classes())]  # names)
+        classes = self.restriction_classes()  # every class, also those only an access map's result names
+        in_classes = [r for name, tokens in classes.items()
+                      for r in parse_restriction_list(tokens, service=None, stage="recipient", parameter=name,
+                                                      classes=classes)]
         for r in [*self.all_restrictions(), *in_classes]:
             if r.zone is not None:
                 key = (r.zone.kind, r.zone.domain, r.zone.filter_text)
